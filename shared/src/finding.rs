@@ -1,0 +1,194 @@
+//! The findings model: what the rules conclude about a connector or a group, with a
+//! stable code, a severity, the evidence behind it and what to do about it.
+
+use serde::Serialize;
+use std::fmt;
+
+/// How bad a finding is. Ordered: `Info < Warning < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; nothing is broken.
+    Info,
+    /// Something will break or is degraded.
+    Warning,
+    /// Something is broken now.
+    Critical,
+}
+
+impl Severity {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses `info`, `warning` or `critical`.
+    pub fn parse(text: &str) -> Option<Severity> {
+        match text {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The overall health of a connector or group, from its worst finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No finding worse than info.
+    Healthy,
+    /// At least one warning.
+    Warning,
+    /// At least one critical finding.
+    Critical,
+}
+
+impl Health {
+    /// The health implied by a set of findings' severities.
+    pub fn from_severities(severities: impl IntoIterator<Item = Severity>) -> Health {
+        match severities.into_iter().max() {
+            Some(Severity::Critical) => Health::Critical,
+            Some(Severity::Warning) => Health::Warning,
+            _ => Health::Healthy,
+        }
+    }
+}
+
+/// Whether a finding is about one connector or a whole group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// About one connector; the subject is its id.
+    Connector,
+    /// About a connector group; the subject is its name.
+    Group,
+}
+
+impl Scope {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Connector => "connector",
+            Scope::Group => "group",
+        }
+    }
+}
+
+/// The catalogue of findings. Codes are stable: scripts and alert routes match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    /// No report for longer than `inactive_after`.
+    Inactive,
+    /// The connector service is missing, stopped or disabled.
+    ServiceNotRunning,
+    /// The updater service is missing or stopped.
+    UpdaterNotRunning,
+    /// The trust certificate expires within the warning window.
+    TrustCertExpiring,
+    /// The trust certificate has expired.
+    TrustCertExpired,
+    /// No trust certificate matches the configured thumbprint or file.
+    TrustCertMissing,
+    /// A required endpoint cannot be reached.
+    EndpointUnreachable,
+    /// A probe could not run.
+    ProbeFailed,
+    /// No active, healthy connector in the group.
+    GroupDown,
+    /// Fewer than the minimum number of healthy connectors in the group.
+    GroupNoRedundancy,
+}
+
+impl Code {
+    /// The stable kebab-case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Inactive => "inactive",
+            Code::ServiceNotRunning => "service-not-running",
+            Code::UpdaterNotRunning => "updater-not-running",
+            Code::TrustCertExpiring => "trust-cert-expiring",
+            Code::TrustCertExpired => "trust-cert-expired",
+            Code::TrustCertMissing => "trust-cert-missing",
+            Code::EndpointUnreachable => "endpoint-unreachable",
+            Code::ProbeFailed => "probe-failed",
+            Code::GroupDown => "group-down",
+            Code::GroupNoRedundancy => "group-no-redundancy",
+        }
+    }
+
+    /// Every code, in catalogue order.
+    pub const ALL: [Code; 10] = [
+        Code::Inactive,
+        Code::ServiceNotRunning,
+        Code::UpdaterNotRunning,
+        Code::TrustCertExpiring,
+        Code::TrustCertExpired,
+        Code::TrustCertMissing,
+        Code::EndpointUnreachable,
+        Code::ProbeFailed,
+        Code::GroupDown,
+        Code::GroupNoRedundancy,
+    ];
+
+    /// Parses a stable code.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One conclusion about a connector or group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What kind of problem.
+    pub code: Code,
+    /// How bad.
+    pub severity: Severity,
+    /// Connector or group.
+    pub scope: Scope,
+    /// The connector id or group name.
+    pub subject: String,
+    /// One line saying what is wrong, with the key fact.
+    pub summary: String,
+    /// The measured facts, as key/value pairs.
+    pub evidence: Vec<(String, String)>,
+    /// What to do about it.
+    pub remediation: &'static str,
+    /// When the facts were measured (ms since the Unix epoch).
+    pub observed_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_health_follows_the_worst_severity() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(Health::from_severities([]), Health::Healthy);
+        assert_eq!(
+            Health::from_severities([Severity::Info, Severity::Critical, Severity::Warning]),
+            Health::Critical
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! A small certificate authority, so that nobody needs openssl to run connwatch: it
+//! mints the CA, the aggregator's server certificate and the collectors' and operators'
+//! client certificates. Tests and the demo use it to mint every certificate they need,
+//! good and bad.
+
+use crate::identity::Identity;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+use time::OffsetDateTime;
+
+/// The CA certificate's file name in a CA folder.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// The CA key's file name in a CA folder.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The aggregator's server certificate in a CA folder.
+pub const SERVER_CERT_FILE: &str = "server.pem";
+/// The aggregator's server key in a CA folder.
+pub const SERVER_KEY_FILE: &str = "server.key";
+
+/// Why a certificate could not be made, loaded or written.
+#[derive(Debug, Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters or failed to sign.
+    #[error("cannot create the certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file exists where a new one would be written.
+    #[error("{0} already exists; pass --force to replace it, or choose another --dir")]
+    Exists(PathBuf),
+}
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+    /// The certificate, DER-encoded.
+    pub cert_der: Vec<u8>,
+}
+
+/// Paths of a certificate and key written to disk.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// The private key file (mode 0600 on Unix).
+    pub key: PathBuf,
+}
+
+impl IssuedCert {
+    /// Writes `<dir>/<stem>.pem` and `<dir>/<stem>.key`; refuses to overwrite unless `force`.
+    pub fn write(&self, dir: &Path, stem: &str, force: bool) -> Result<CertFiles, PkiError> {
+        let files = CertFiles {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        for path in [&files.cert, &files.key] {
+            if !force && path.exists() {
+                return Err(PkiError::Exists(path.clone()));
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_file(&files.cert, self.cert_pem.as_bytes(), false)?;
+        write_file(&files.key, self.key_pem.as_bytes(), true)?;
+        Ok(files)
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, bytes).map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    Ok(())
+}
+
+/// What a leaf certificate should say. Defaults: valid from an hour ago for a year.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    /// The subject's common name.
+    pub common_name: String,
+    /// DNS names (server certificates).
+    pub dns_names: Vec<String>,
+    /// IP addresses (server certificates).
+    pub ip_addrs: Vec<IpAddr>,
+    /// URI SANs; connwatch identities go here.
+    pub uris: Vec<String>,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// Server authentication (true) or client authentication (false).
+    pub server: bool,
+}
+
+impl LeafSpec {
+    /// A client certificate proving `identity`.
+    pub fn client(identity: &Identity) -> LeafSpec {
+        LeafSpec {
+            common_name: format!("{} {}", identity.role, identity.name),
+            uris: vec![identity.san_uri()],
+            ..LeafSpec::blank(false)
+        }
+    }
+
+    /// A server certificate for the given DNS names and IP addresses.
+    pub fn server(dns_names: &[String], ip_addrs: &[IpAddr]) -> LeafSpec {
+        LeafSpec {
+            common_name: dns_names.first().cloned().unwrap_or_else(|| "connwatch-aggregator".into()),
+            dns_names: dns_names.to_vec(),
+            ip_addrs: ip_addrs.to_vec(),
+            ..LeafSpec::blank(true)
+        }
+    }
+
+    /// A certificate with no SANs, valid for a year from an hour ago.
+    pub fn blank(server: bool) -> LeafSpec {
+        let now = OffsetDateTime::now_utc();
+        LeafSpec {
+            common_name: "connwatch".into(),
+            dns_names: Vec::new(),
+            ip_addrs: Vec::new(),
+            uris: Vec::new(),
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(365),
+            server,
+        }
+    }
+
+    /// Sets the end of validity to `valid_for` from now (start an hour ago).
+    pub fn valid_for(mut self, valid_for: Duration) -> LeafSpec {
+        let now = OffsetDateTime::now_utc();
+        self.not_before = now - time::Duration::hours(1);
+        self.not_after = now + valid_for;
+        self
+    }
+}
+
+/// A certificate authority: its certificate and signing key.
+pub struct CertAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl CertAuthority {
+    /// Creates a new CA with the given common name, valid for ten years.
+    pub fn generate(common_name: &str) -> Result<CertAuthority, PkiError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::OrganizationName, "connwatch");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(3650);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(CertAuthority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads `ca.pem` and `ca.key` from a CA folder made by [`CertAuthority::save`].
+    pub fn load(dir: &Path) -> Result<CertAuthority, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+        };
+        let cert_pem = read(CA_CERT_FILE)?;
+        let key = KeyPair::from_pem(&read(CA_KEY_FILE)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(CertAuthority { issuer, cert_pem })
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
+    pub fn save(&self, dir: &Path, force: bool) -> Result<CertFiles, PkiError> {
+        let issued = IssuedCert {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.issuer.key().serialize_pem(),
+            cert_der: Vec::new(),
+        };
+        issued.write(dir, "ca", force)
+    }
+
+    /// The CA certificate, PEM-encoded.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a leaf certificate with a fresh key.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, PkiError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, spec.common_name.as_str());
+        params.distinguished_name = dn;
+        let mut sans = Vec::new();
+        for name in &spec.dns_names {
+            sans.push(SanType::DnsName(name.clone().try_into()?));
+        }
+        for ip in &spec.ip_addrs {
+            sans.push(SanType::IpAddress(*ip));
+        }
+        for uri in &spec.uris {
+            sans.push(SanType::URI(uri.clone().try_into()?));
+        }
+        params.subject_alt_names = sans;
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![if spec.server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Role;
+
+    #[test]
+    fn issued_client_certs_carry_their_identity_and_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertAuthority::generate("test CA").expect("ca");
+        ca.save(dir.path(), false).expect("save");
+        assert!(matches!(ca.save(dir.path(), false), Err(PkiError::Exists(_))));
+        let ca = CertAuthority::load(dir.path()).expect("load");
+        let id = Identity {
+            role: Role::Collector,
+            name: "conn-7".into(),
+        };
+        let leaf = ca.issue(&LeafSpec::client(&id)).expect("issue");
+        assert_eq!(Identity::from_cert_der(&leaf.cert_der), Ok(id));
+    }
+}

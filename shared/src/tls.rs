@@ -1,0 +1,131 @@
+//! TLS set-up in one place: PEM files become tonic/rustls configurations, and every
+//! error names the file it is about. Every connection is mutual TLS; there is no
+//! plaintext mode.
+
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, ServerTlsConfig};
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file holds no PEM item of the expected kind.
+    #[error("{path} holds no {what} in PEM form; {fix}")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What was expected ("certificate", "private key").
+        what: &'static str,
+        /// What to do about it.
+        fix: &'static str,
+    },
+}
+
+/// Paths of the PEM files one side of a mutual-TLS connection needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed the peer's certificate.
+    pub ca: PathBuf,
+    /// This side's certificate (chain).
+    pub cert: PathBuf,
+    /// This side's private key.
+    pub key: PathBuf,
+}
+
+/// PEM bytes read and checked from [`TlsFiles`].
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The CA certificate(s).
+    pub ca_pem: Vec<u8>,
+    /// This side's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// This side's private key.
+    pub key_pem: Vec<u8>,
+}
+
+const FIX_CERT: &str = "issue one with `connwatch-aggregator ca init` / `ca issue`";
+
+impl TlsFiles {
+    /// Reads the three files and checks that each holds what it should.
+    pub fn load(&self) -> Result<TlsMaterial, TlsError> {
+        let ca_pem = read(&self.ca)?;
+        count_certs(&self.ca, &ca_pem)?;
+        let cert_pem = read(&self.cert)?;
+        count_certs(&self.cert, &cert_pem)?;
+        let key_pem = read(&self.key)?;
+        let mut reader = key_pem.as_slice();
+        match rustls_pemfile::private_key(&mut reader) {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(TlsError::Empty {
+                    path: self.key.clone(),
+                    what: "private key",
+                    fix: FIX_CERT,
+                });
+            }
+        }
+        Ok(TlsMaterial {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        })
+    }
+}
+
+impl TlsMaterial {
+    /// The server side: present our certificate, require a client certificate signed by
+    /// the CA.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(TlsIdentity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// The client side: trust only the CA, present our certificate, and expect the
+    /// server to be `server_name`.
+    pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(TlsIdentity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(server_name)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn count_certs(path: &Path, pem: &[u8]) -> Result<usize, TlsError> {
+    let mut reader = pem;
+    let n = rustls_pemfile::certs(&mut reader)
+        .filter(|c| c.is_ok())
+        .count();
+    if n == 0 {
+        return Err(TlsError::Empty {
+            path: path.to_path_buf(),
+            what: "certificate",
+            fix: FIX_CERT,
+        });
+    }
+    Ok(n)
+}
+
+/// Installs ring as the process's rustls crypto provider. ring builds with nothing but
+/// a C compiler (aws-lc-rs wants cmake and more on some targets, including the Windows
+/// cross-build), and it is what tonic's `tls-ring` feature links anyway, so one
+/// provider serves the whole process. Calling it twice is harmless.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
