@@ -1,1 +1,130 @@
-fn main(){}
+//! `connwatch-collector`: parses the command line, loads and validates the config, sets
+//! up logging and TLS, and hands over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use connwatch_collector::config::Config;
+use connwatch_shared::logging::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Watches one application-proxy connector host and reports to a connwatch aggregator.
+#[derive(Debug, Parser)]
+#[command(name = "connwatch-collector", version, about, long_about = None)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `connwatch_collector=trace`); default: RUST_LOG, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe on a schedule and stream reports to the aggregator until stopped.
+    Run {
+        /// The collector's config file.
+        #[arg(long, short, default_value = "/etc/connwatch/collector.toml")]
+        config: PathBuf,
+        /// Validate the config (and read its certificates), print a summary, and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Run every probe once, here, and print the results; needs no aggregator.
+    Probe {
+        /// The collector's config file.
+        #[arg(long, short, default_value = "/etc/connwatch/collector.toml")]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.log_level.as_deref());
+    connwatch_shared::tls::install_crypto_provider();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run {
+            config,
+            check_config,
+        } => {
+            let config = Config::load(&config)?;
+            if check_config {
+                if let Some(a) = &config.aggregator {
+                    a.tls.load()?;
+                }
+                println!(
+                    "{}: ok (group {}, {} services, {} endpoints, {} trust certificates)",
+                    config.file.display(),
+                    config.group,
+                    config.services.len(),
+                    config.endpoints.len(),
+                    config.trust_certs.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(on_signal(shutdown.clone()));
+                connwatch_collector::run(config, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { config, json } => {
+            let config = Config::load(&config)?;
+            let report = runtime.block_on(connwatch_collector::probe_once(&config));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", connwatch_collector::output::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Turns SIGINT and SIGTERM (Ctrl-C on Windows) into one cancellation.
+async fn on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stopping");
+    shutdown.cancel();
+}

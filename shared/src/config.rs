@@ -73,10 +73,21 @@ pub fn invalid(
 
 /// Parses a duration-valued key, which must be positive.
 pub fn duration(file: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let d = crate::time::parse_duration(text)
-        .map_err(|e| invalid(file, key, e, "durations are written like `30s`, `5m` or `7d`"))?;
+    let d = crate::time::parse_duration(text).map_err(|e| {
+        invalid(
+            file,
+            key,
+            e,
+            "durations are written like `30s`, `5m` or `7d`",
+        )
+    })?;
     if d.is_zero() {
-        return Err(invalid(file, key, "must be longer than zero", "set a positive duration"));
+        return Err(invalid(
+            file,
+            key,
+            "must be longer than zero",
+            "set a positive duration",
+        ));
     }
     Ok(d)
 }
@@ -106,9 +117,16 @@ mod tests {
     #[test]
     fn errors_name_file_and_key() {
         let f = Path::new("/etc/x.toml");
-        let err = parse_toml::<Raw>(f, "intervall = \"3s\"").unwrap_err().to_string();
-        assert!(err.contains("/etc/x.toml") && err.contains("intervall"), "{err}");
-        let err = duration(f, "collector.interval", "0s").unwrap_err().to_string();
+        let err = parse_toml::<Raw>(f, "intervall = \"3s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/x.toml") && err.contains("intervall"),
+            "{err}"
+        );
+        let err = duration(f, "collector.interval", "0s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("collector.interval"), "{err}");
     }
 

@@ -165,11 +165,26 @@ mod tests {
     #[test]
     fn bad_uris_are_refused() {
         for (uri, want) in [
-            ("connwatch://admin/x", IdentityError::UnknownRole("admin".into())),
-            ("connwatch://collector/", IdentityError::BadName(String::new())),
-            ("connwatch://collector/a/b", IdentityError::BadName("a/b".into())),
-            ("connwatch://collector/-x", IdentityError::BadName("-x".into())),
-            ("connwatch://collector", IdentityError::Malformed("connwatch://collector".into())),
+            (
+                "connwatch://admin/x",
+                IdentityError::UnknownRole("admin".into()),
+            ),
+            (
+                "connwatch://collector/",
+                IdentityError::BadName(String::new()),
+            ),
+            (
+                "connwatch://collector/a/b",
+                IdentityError::BadName("a/b".into()),
+            ),
+            (
+                "connwatch://collector/-x",
+                IdentityError::BadName("-x".into()),
+            ),
+            (
+                "connwatch://collector",
+                IdentityError::Malformed("connwatch://collector".into()),
+            ),
         ] {
             assert_eq!(Identity::parse_uri(uri), Err(want), "{uri}");
         }

@@ -132,7 +132,10 @@ impl LeafSpec {
     /// A server certificate for the given DNS names and IP addresses.
     pub fn server(dns_names: &[String], ip_addrs: &[IpAddr]) -> LeafSpec {
         LeafSpec {
-            common_name: dns_names.first().cloned().unwrap_or_else(|| "connwatch-aggregator".into()),
+            common_name: dns_names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "connwatch-aggregator".into()),
             dns_names: dns_names.to_vec(),
             ip_addrs: ip_addrs.to_vec(),
             ..LeafSpec::blank(true)
@@ -269,7 +272,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = CertAuthority::generate("test CA").expect("ca");
         ca.save(dir.path(), false).expect("save");
-        assert!(matches!(ca.save(dir.path(), false), Err(PkiError::Exists(_))));
+        assert!(matches!(
+            ca.save(dir.path(), false),
+            Err(PkiError::Exists(_))
+        ));
         let ca = CertAuthority::load(dir.path()).expect("load");
         let id = Identity {
             role: Role::Collector,

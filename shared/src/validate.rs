@@ -73,7 +73,10 @@ fn repeated(field: &'static str, count: usize) -> Result<(), ReportError> {
 
 fn string(field: &'static str, s: &str) -> Result<(), ReportError> {
     if s.len() > MAX_STRING {
-        return Err(ReportError::TooLong { field, len: s.len() });
+        return Err(ReportError::TooLong {
+            field,
+            len: s.len(),
+        });
     }
     Ok(())
 }
@@ -211,10 +214,19 @@ mod tests {
     fn each_class_of_bad_report_is_named() {
         let cases: Vec<(Box<dyn Fn(&mut Report)>, &str)> = vec![
             (Box::new(|r| r.seq = 0), "seq 0"),
-            (Box::new(|r| r.collected_at_ms = NOW + MAX_FUTURE_MS + 1), "ahead"),
-            (Box::new(|r| r.collected_at_ms = NOW - MAX_PAST_MS - 1), "behind"),
+            (
+                Box::new(|r| r.collected_at_ms = NOW + MAX_FUTURE_MS + 1),
+                "ahead",
+            ),
+            (
+                Box::new(|r| r.collected_at_ms = NOW - MAX_PAST_MS - 1),
+                "behind",
+            ),
             (Box::new(|r| r.group = "a b".into()), "group"),
-            (Box::new(|r| r.collector_version = "x".repeat(MAX_STRING + 1)), "collector_version"),
+            (
+                Box::new(|r| r.collector_version = "x".repeat(MAX_STRING + 1)),
+                "collector_version",
+            ),
             (
                 Box::new(|r| r.endpoints = vec![Default::default(); MAX_REPEATED + 1]),
                 "endpoints",

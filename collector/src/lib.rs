@@ -1,0 +1,56 @@
+//! The connwatch collector: measures a connector host every cycle and streams the
+//! reports to the aggregator. `main.rs` is a thin shell over [`run`] and [`probe_once`].
+
+pub mod config;
+pub mod outbox;
+pub mod output;
+pub mod probe;
+pub mod scheduler;
+pub mod uplink;
+
+use anyhow::Context;
+use config::Config;
+use connwatch_shared::wire::Report;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the collector until `shutdown`: the scheduler queues reports, the uplink
+/// delivers them. Stops the scheduler first, then gives the uplink a grace period to
+/// deliver what is queued.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let aggregator = config.aggregator.clone().with_context(|| {
+        format!(
+            "{}: no [aggregator] section; add one with address, ca, cert and key to send reports (or use `probe` to check this host without an aggregator)",
+            config.file.display()
+        )
+    })?;
+    let tls = aggregator.tls.load()?;
+    let config = Arc::new(config);
+    let probes = probe::build(&config);
+    let outbox = Arc::new(outbox::Outbox::new(aggregator.max_pending));
+    tracing::info!(group = %config.group, probes = probes.len(), interval = ?config.interval, "collector starting");
+    let uplink = tokio::spawn(uplink::run(
+        aggregator,
+        tls,
+        outbox.clone(),
+        shutdown.clone(),
+    ));
+    scheduler::run(
+        config,
+        probes,
+        outbox,
+        scheduler::Sequencer::fresh(),
+        shutdown,
+    )
+    .await;
+    uplink.await.context("the uplink task failed")?;
+    Ok(())
+}
+
+/// Runs one cycle locally and returns its report, without an aggregator.
+pub async fn probe_once(config: &Config) -> Report {
+    let probes = probe::build(config);
+    let mut report = scheduler::cycle(config, &probes).await;
+    report.seq = 1;
+    report
+}

@@ -1,0 +1,167 @@
+//! The uplink: keeps one mTLS gRPC stream open to the aggregator, sends every queued
+//! report in order, forgets a report once it is acked, and reconnects with exponential
+//! backoff and jitter. After a reconnect it resends everything not yet acked; the
+//! aggregator recognises resends by (epoch, seq).
+
+use crate::config::AggregatorConfig;
+use crate::outbox::Outbox;
+use anyhow::Context;
+use connwatch_shared::tls::TlsMaterial;
+use connwatch_shared::wire::ingest_client::IngestClient;
+use connwatch_shared::wire::{AckOutcome, Report};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// The first reconnect delay; it doubles per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a stopping collector keeps trying to deliver what it holds.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Opens a channel to the aggregator.
+pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(config.address.clone())
+        .with_context(|| format!("aggregator address `{}` is not a URI", config.address))?
+        .tls_config(tls.client_config(&config.server_name))
+        .context("TLS set-up failed")?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the aggregator at {}", config.address))
+}
+
+/// Delivers reports from `outbox` until `shutdown`, then for at most [`DRAIN_GRACE`]
+/// more while reports remain.
+pub async fn run(
+    config: AggregatorConfig,
+    tls: TlsMaterial,
+    outbox: Arc<Outbox>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let stop = CancellationToken::new();
+    {
+        // Once asked to stop, give pending reports a grace period, then stop for good.
+        let stop = stop.clone();
+        let outbox = outbox.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+            while !outbox.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.cancel();
+        });
+    }
+    while !stop.is_cancelled() {
+        match session(&config, &tls, &outbox, &stop).await {
+            Ok(acked) if acked > 0 => failures = 0,
+            Ok(_) => failures += 1,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %format!("{e:#}"), pending = outbox.len(), "uplink down");
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        let delay = backoff(failures);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    if !outbox.is_empty() {
+        tracing::warn!(
+            pending = outbox.len(),
+            "stopping with reports not acknowledged"
+        );
+    }
+}
+
+/// Full-jitter exponential backoff.
+fn backoff(failures: u32) -> Duration {
+    let cap = MIN_BACKOFF
+        .saturating_mul(1u32 << failures.min(8))
+        .min(MAX_BACKOFF);
+    rand::rng().random_range(cap / 2..=cap)
+}
+
+/// One stream's life; returns how many acks it received.
+async fn session(
+    config: &AggregatorConfig,
+    tls: &TlsMaterial,
+    outbox: &Outbox,
+    stop: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let channel = tokio::select! {
+        c = connect(config, tls) => c?,
+        _ = stop.cancelled() => return Ok(0),
+    };
+    let mut client = IngestClient::new(channel);
+    let (tx, rx) = mpsc::channel::<Report>(64);
+    let mut newest = outbox.subscribe();
+    let response = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .context("the aggregator refused the report stream")?;
+    let mut acks = response.into_inner();
+    tracing::info!(address = %config.address, pending = outbox.len(), "uplink connected");
+    let mut sent = 0u64;
+    let mut acked = 0u64;
+    loop {
+        for report in outbox.after(sent) {
+            let seq = report.seq;
+            // The stream's buffer is small; wait for room but keep reading acks.
+            tokio::select! {
+                r = tx.send(report) => r.context("the report stream closed")?,
+                _ = stop.cancelled() => return Ok(acked),
+            }
+            sent = seq;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(acked),
+            changed = newest.changed() => {
+                if changed.is_err() {
+                    return Ok(acked);
+                }
+            }
+            ack = acks.message() => {
+                let Some(ack) = ack.context("the aggregator ended the stream")? else {
+                    anyhow::bail!("the aggregator closed the stream");
+                };
+                acked += 1;
+                if ack.outcome == AckOutcome::Rejected as i32 {
+                    tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected by the aggregator; dropped");
+                }
+                outbox.ack(ack.seq);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        assert!(backoff(0) <= MIN_BACKOFF);
+        assert!(backoff(3) >= MIN_BACKOFF * 4);
+        for f in [10, 20, 1000] {
+            assert!(backoff(f) <= MAX_BACKOFF);
+        }
+    }
+}
