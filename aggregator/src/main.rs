@@ -1,1 +1,351 @@
-fn main() {}
+//! `connwatch-aggregator`: parses the command line, loads and validates config, sets up
+//! logging and TLS, and hands over to the library: the server, the operator CLI, the
+//! certificate commands or the demo.
+//!
+//! Exit codes: 0 success; 2 bad usage; 3 the command failed (unreachable aggregator,
+//! bad config, refused certificate).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use connwatch_aggregator::cli::{self, Connect, table};
+use connwatch_aggregator::config::Config;
+use connwatch_aggregator::demo::{self, DemoOptions};
+use connwatch_shared::identity::Role;
+use connwatch_shared::logging::{self, LogFormat};
+use connwatch_shared::time::{now_ms, parse_duration};
+use connwatch_shared::wire as w;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Stores connector health reports and answers operators' questions about the fleet.
+#[derive(Debug, Parser)]
+#[command(name = "connwatch-aggregator", version, about, long_about = None)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `connwatch_aggregator=trace`); default: RUST_LOG, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the aggregator: ingest reports, evaluate findings, answer queries.
+    Serve {
+        /// The aggregator's config file.
+        #[arg(long, short, default_value = "/etc/connwatch/aggregator.toml")]
+        config: PathBuf,
+        /// Validate the config (and read its certificates), print a summary, and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Fleet summary: one line per group, then every finding.
+    Status {
+        #[command(flatten)]
+        connect: Connect,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connectors.
+    Connectors {
+        #[command(flatten)]
+        connect: Connect,
+        /// Only this group's connectors.
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connector: findings with what to do, and its latest report.
+    Connector {
+        /// The connector id (the name on its certificate).
+        id: String,
+        #[command(flatten)]
+        connect: Connect,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A connector's stored reports, in brief.
+    History {
+        /// The connector id.
+        id: String,
+        #[command(flatten)]
+        connect: Connect,
+        /// Only reports received within this long (e.g. `24h`).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificates: create a CA, issue certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Run a small fleet on this machine, end to end, and show what connwatch finds.
+    Demo {
+        /// How long to run.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Print the final state as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Working folder (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the working folder.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create a CA, the aggregator's server certificate and a first operator certificate.
+    Init {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra DNS names or IP addresses for the server certificate (repeatable);
+        /// localhost, 127.0.0.1 and ::1 are always included.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a client certificate for a collector (one per connector host) or an operator.
+    Issue {
+        /// The folder holding ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// `collector` or `operator`.
+        #[arg(long, value_parser = ["collector", "operator"])]
+        role: String,
+        /// The connector id (collectors) or the operator's name.
+        #[arg(long)]
+        name: String,
+        /// Where to write the files (default: --dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity.
+        #[arg(long, default_value = "365d", value_parser = parse_duration)]
+        valid_for: Duration,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet_by_default = !matches!(cli.command, Command::Serve { .. });
+    let level = cli.log_level.clone().or_else(|| {
+        (quiet_by_default && std::env::var_os("RUST_LOG").is_none()).then(|| "warn".to_string())
+    });
+    logging::init(cli.log_format, level.as_deref());
+    connwatch_shared::tls::install_crypto_provider();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let colour = table::colour();
+    match cli.command {
+        Command::Serve {
+            config,
+            check_config,
+        } => {
+            let config = Config::load(&config)?;
+            config.tls.load()?;
+            if check_config {
+                println!(
+                    "{}: ok (listen {}, store {}, {} declared groups)",
+                    config.file.display(),
+                    config.listen,
+                    config.data_dir.display(),
+                    config.rules.groups.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(on_signal(shutdown.clone()));
+                connwatch_aggregator::server::run(config, shutdown).await
+            })?;
+        }
+        Command::Status { connect, json } => {
+            let status = runtime.block_on(async {
+                let mut c = connect.client().await?;
+                c.status(w::StatusRequest {}).await.map_err(cli::explain)
+            })?;
+            let status = status.into_inner();
+            if json {
+                print_json(&status)?;
+            } else {
+                print!(
+                    "{}\n{}",
+                    table::groups(&status.groups, colour),
+                    table::findings(&status.findings, colour)
+                );
+            }
+        }
+        Command::Connectors {
+            connect,
+            group,
+            json,
+        } => {
+            let list = runtime.block_on(async {
+                let mut c = connect.client().await?;
+                c.list_connectors(w::ListConnectorsRequest {
+                    group: group.unwrap_or_default(),
+                })
+                .await
+                .map_err(cli::explain)
+            })?;
+            let list = list.into_inner();
+            if json {
+                print_json(&list.connectors)?;
+            } else {
+                print!("{}", table::connectors(&list.connectors, now_ms(), colour));
+            }
+        }
+        Command::Connector { id, connect, json } => {
+            let detail = runtime.block_on(async {
+                let mut c = connect.client().await?;
+                c.get_connector(w::GetConnectorRequest { id })
+                    .await
+                    .map_err(cli::explain)
+            })?;
+            let detail = detail.into_inner();
+            if json {
+                print_json(&detail)?;
+            } else {
+                print!("{}", table::connector(&detail, now_ms(), colour));
+            }
+        }
+        Command::History {
+            id,
+            connect,
+            since,
+            limit,
+            json,
+        } => {
+            let since_ms = since.map_or(0, |d| {
+                now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+            });
+            let history = runtime.block_on(async {
+                let mut c = connect.client().await?;
+                c.history(w::HistoryRequest {
+                    id,
+                    since_ms,
+                    limit,
+                })
+                .await
+                .map_err(cli::explain)
+            })?;
+            let history = history.into_inner();
+            if json {
+                print_json(&history)?;
+            } else {
+                print!("{}", table::history(&history));
+            }
+        }
+        Command::Ca(CaCommand::Init {
+            dir,
+            server_names,
+            force,
+        }) => {
+            println!(
+                "{}",
+                connwatch_aggregator::ca::init(&dir, &server_names, force)?
+            );
+        }
+        Command::Ca(CaCommand::Issue {
+            dir,
+            role,
+            name,
+            out,
+            valid_for,
+            force,
+        }) => {
+            let role = Role::parse(&role).context("role must be collector or operator")?;
+            let out = out.unwrap_or_else(|| dir.clone());
+            println!(
+                "{}",
+                connwatch_aggregator::ca::issue(&dir, &out, role, &name, valid_for, force)?
+            );
+        }
+        Command::Demo {
+            duration,
+            json,
+            dir,
+            keep,
+        } => {
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(on_signal(shutdown.clone()));
+                demo::run(
+                    DemoOptions {
+                        duration,
+                        json,
+                        dir,
+                        keep,
+                    },
+                    shutdown,
+                )
+                .await
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns SIGINT and SIGTERM (Ctrl-C on Windows) into one cancellation.
+async fn on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stopping");
+    shutdown.cancel();
+}

@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod outbox;
-pub mod output;
 pub mod probe;
 pub mod scheduler;
 pub mod uplink;

@@ -97,7 +97,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", connwatch_collector::output::render(&report));
+                print!("{}", connwatch_shared::render::report(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

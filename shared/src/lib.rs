@@ -9,6 +9,7 @@ pub mod finding;
 pub mod identity;
 pub mod logging;
 pub mod pki;
+pub mod render;
 pub mod time;
 pub mod tls;
 pub mod validate;

@@ -37,6 +37,9 @@ pub fn compact_ms(ms: i64) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),
         3600..86_400 => format!("{}h", s / 3600),
+        _ if s % 86_400 >= 3600 && s < 30 * 86_400 => {
+            format!("{}d{}h", s / 86_400, (s % 86_400) / 3600)
+        }
         _ => format!("{}d", s / 86_400),
     };
     format!("{sign}{text}")
@@ -72,6 +75,7 @@ mod tests {
         assert_eq!(compact_ms(45_000), "45s");
         assert_eq!(compact_ms(3 * 3_600_000), "3h");
         assert_eq!(compact_ms(-2 * 86_400_000), "-2d");
+        assert_eq!(compact_ms(5 * 86_400_000 - 1000), "4d23h");
     }
 
     #[test]

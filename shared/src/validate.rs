@@ -212,7 +212,8 @@ mod tests {
 
     #[test]
     fn each_class_of_bad_report_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Report)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Report)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|r| r.seq = 0), "seq 0"),
             (
                 Box::new(|r| r.collected_at_ms = NOW + MAX_FUTURE_MS + 1),

@@ -1,13 +1,14 @@
-//! The human table `connwatch-collector probe` prints: every probe's result, one line
-//! each, so an administrator on the host sees the whole checklist at once.
+//! A report as a human checklist, one line per probe result: what
+//! `connwatch-collector probe` prints on a host and `connwatch-aggregator connector`
+//! shows for a connector's latest report.
 
+use crate::time::{compact_ms, now_ms, rfc3339};
+use crate::wire::{ConnectOutcome, Report, ServiceState};
 use connwatch_proto::enum_names::{connect_outcome_name, service_role_name, service_state_name};
-use connwatch_shared::time::{compact_ms, now_ms, rfc3339};
-use connwatch_shared::wire::{ConnectOutcome, Report, ServiceState};
 use std::fmt::Write;
 
 /// Renders a report as a checklist.
-pub fn render(report: &Report) -> String {
+pub fn report(report: &Report) -> String {
     let mut out = String::new();
     let now = now_ms();
     let _ = writeln!(

@@ -1,0 +1,91 @@
+//! `ca init` and `ca issue`: mint the CA, the aggregator's server certificate and the
+//! client certificates, and say where each file goes.
+
+use connwatch_shared::identity::{Identity, Role, validate_name};
+use connwatch_shared::pki::{CertAuthority, LeafSpec, PkiError};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The operator name `ca init` issues a first certificate for.
+pub const FIRST_OPERATOR: &str = "admin";
+
+/// Creates a CA, a server certificate for `server_names` (plus localhost and the
+/// loopback addresses) and a first operator certificate, all in `dir`. Returns what
+/// to tell the user.
+pub fn init(dir: &Path, server_names: &[String], force: bool) -> Result<String, PkiError> {
+    let ca = CertAuthority::generate("connwatch CA")?;
+    let ca_files = ca.save(dir, force)?;
+    let mut dns = vec!["localhost".to_string()];
+    let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    for name in server_names {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(name.clone()),
+        }
+    }
+    let server = ca
+        .issue(&LeafSpec::server(&dns, &ips).valid_for(Duration::from_secs(825 * 86_400)))?
+        .write(dir, "server", force)?;
+    let operator = Identity {
+        role: Role::Operator,
+        name: FIRST_OPERATOR.into(),
+    };
+    let op = ca
+        .issue(&LeafSpec::client(&operator))?
+        .write(dir, "operator", force)?;
+    Ok(format!(
+        "created in {dir}:\n  {ca} + {cakey}: the CA. Keep ca.key offline or on the aggregator only; every collector and operator needs ca.pem.\n  {srv} + {srvkey}: the aggregator's server certificate for {names}; set [tls] cert/key in aggregator.toml.\n  {op} + {opkey}: an operator certificate ({opname}) for the CLI (`--certs {dir}`).\nnext: issue one certificate per connector host with\n  connwatch-aggregator ca issue --dir {dir} --role collector --name <connector-id>",
+        dir = dir.display(),
+        ca = ca_files.cert.display(),
+        cakey = ca_files.key.display(),
+        srv = server.cert.display(),
+        srvkey = server.key.display(),
+        names = dns
+            .iter()
+            .cloned()
+            .chain(ips.iter().map(IpAddr::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        op = op.cert.display(),
+        opkey = op.key.display(),
+        opname = operator,
+    ))
+}
+
+/// Issues a client certificate for `name` with `role`, signed by the CA in `dir`,
+/// written to `out` as `<role>-<name>.pem` and `.key`.
+pub fn issue(
+    dir: &Path,
+    out: &Path,
+    role: Role,
+    name: &str,
+    valid_for: Duration,
+    force: bool,
+) -> anyhow::Result<String> {
+    validate_name(name)?;
+    let ca = CertAuthority::load(dir)?;
+    let id = Identity {
+        role,
+        name: name.to_string(),
+    };
+    let files = ca
+        .issue(&LeafSpec::client(&id).valid_for(valid_for))?
+        .write(out, &format!("{role}-{name}"), force)?;
+    let use_it = match role {
+        Role::Collector => format!(
+            "copy them with {ca} to the connector host and point [aggregator] cert, key and ca in collector.toml at them; reports signed with it are stored as connector `{name}`",
+            ca = dir.join("ca.pem").display()
+        ),
+        Role::Operator => format!(
+            "give them with {ca} to the operator, who passes --cert, --key and --ca (or --certs) to the CLI",
+            ca = dir.join("ca.pem").display()
+        ),
+    };
+    Ok(format!(
+        "issued {id} ({days} days):\n  {cert}\n  {key}\n{use_it}",
+        days = valid_for.as_secs() / 86_400,
+        cert = files.cert.display(),
+        key = files.key.display(),
+    ))
+}

@@ -1,0 +1,16 @@
+//! The connwatch aggregator: ingests collector reports into sled, evaluates findings
+//! per connector and group, and answers operators over gRPC. `main.rs` is a thin shell
+//! over [`server::run`], the operator [`cli`], the [`ca`] commands and the [`demo`].
+
+pub mod auth;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fleet;
+pub mod ingest;
+pub mod query;
+pub mod remedy;
+pub mod rules;
+pub mod server;
+pub mod store;

@@ -1,0 +1,225 @@
+//! The `Query` gRPC service for operators: evaluates the live fleet with the rules and
+//! maps the results onto the wire. It reads the in-memory fleet; only `History` reads
+//! the store.
+
+use crate::config::RulesConfig;
+use crate::fleet::SharedFleet;
+use crate::rules::{self, ConnectorEval, GroupEval};
+use crate::store::Store;
+use connwatch_shared::finding::{Finding, Health, Severity};
+use connwatch_shared::time::now_ms;
+use connwatch_shared::wire::query_server::Query;
+use connwatch_shared::wire::{self as w, ConnectOutcome, ServiceState};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The most history entries one call returns.
+const MAX_HISTORY: usize = 10_000;
+
+/// The query service.
+#[derive(Clone)]
+pub struct QueryService {
+    fleet: SharedFleet,
+    store: Arc<Store>,
+    rules: Arc<RulesConfig>,
+}
+
+impl QueryService {
+    /// A service over the live fleet and the store.
+    pub fn new(fleet: SharedFleet, store: Arc<Store>, rules: Arc<RulesConfig>) -> Self {
+        QueryService {
+            fleet,
+            store,
+            rules,
+        }
+    }
+
+    fn evaluate(&self, now: i64) -> rules::Evaluation {
+        let fleet = self.fleet.read();
+        rules::evaluate(&fleet.connectors, now, &self.rules)
+    }
+}
+
+fn severity(s: Severity) -> i32 {
+    match s {
+        Severity::Info => w::Severity::Info as i32,
+        Severity::Warning => w::Severity::Warning as i32,
+        Severity::Critical => w::Severity::Critical as i32,
+    }
+}
+
+fn health(h: Health) -> i32 {
+    match h {
+        Health::Healthy => w::Health::Healthy as i32,
+        Health::Warning => w::Health::Warning as i32,
+        Health::Critical => w::Health::Critical as i32,
+    }
+}
+
+/// A finding on the wire.
+pub fn finding(f: &Finding) -> w::Finding {
+    w::Finding {
+        code: f.code.as_str().to_string(),
+        severity: severity(f.severity),
+        scope: f.scope.as_str().to_string(),
+        subject: f.subject.clone(),
+        summary: f.summary.clone(),
+        evidence: f
+            .evidence
+            .iter()
+            .map(|(k, v)| w::Evidence {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        remediation: f.remediation.to_string(),
+        observed_at_ms: f.observed_at_ms,
+    }
+}
+
+fn group_summary(g: &GroupEval) -> w::GroupSummary {
+    w::GroupSummary {
+        name: g.name.clone(),
+        active: g.active,
+        total: g.total,
+        health: health(g.health),
+        worst_finding: g.worst.map(|c| c.as_str().to_string()).unwrap_or_default(),
+    }
+}
+
+fn connector_summary(c: &ConnectorEval, fleet: &crate::fleet::Fleet) -> w::ConnectorSummary {
+    let entry = fleet.connectors.get(&c.id);
+    w::ConnectorSummary {
+        id: c.id.clone(),
+        group: c.group.clone(),
+        health: health(c.health),
+        active: c.active,
+        first_seen_ms: entry.map_or(0, |e| e.first_seen_ms),
+        last_seen_ms: entry.map_or(0, |e| e.last_seen_ms),
+        connector_version: entry
+            .and_then(|e| e.latest.as_ref())
+            .and_then(|r| r.version.as_ref())
+            .map(|v| v.connector_version.clone())
+            .unwrap_or_default(),
+        worst_finding: c
+            .findings
+            .first()
+            .map(|f| f.code.as_str().to_string())
+            .unwrap_or_default(),
+        finding_count: u32::try_from(c.findings.len()).unwrap_or(u32::MAX),
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn status(
+        &self,
+        _request: Request<w::StatusRequest>,
+    ) -> Result<Response<w::StatusResponse>, Status> {
+        let now = now_ms();
+        let eval = self.evaluate(now);
+        Ok(Response::new(w::StatusResponse {
+            groups: eval.groups.iter().map(group_summary).collect(),
+            findings: eval.all_findings().iter().map(finding).collect(),
+            generated_at_ms: now,
+        }))
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<w::ListConnectorsRequest>,
+    ) -> Result<Response<w::ListConnectorsResponse>, Status> {
+        let group = request.into_inner().group;
+        let now = now_ms();
+        let fleet = self.fleet.read();
+        let eval = rules::evaluate(&fleet.connectors, now, &self.rules);
+        if !group.is_empty() && !eval.groups.iter().any(|g| g.name == group) {
+            return Err(Status::not_found(format!(
+                "no group `{group}`: run `connwatch-aggregator status` to list the groups"
+            )));
+        }
+        let connectors = eval
+            .connectors
+            .iter()
+            .filter(|c| group.is_empty() || c.group == group)
+            .map(|c| connector_summary(c, &fleet))
+            .collect();
+        Ok(Response::new(w::ListConnectorsResponse { connectors }))
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<w::GetConnectorRequest>,
+    ) -> Result<Response<w::ConnectorDetail>, Status> {
+        let id = request.into_inner().id;
+        let now = now_ms();
+        let fleet = self.fleet.read();
+        let Some(entry) = fleet.connectors.get(&id) else {
+            return Err(Status::not_found(format!(
+                "no connector `{id}`: run `connwatch-aggregator connectors` to list them"
+            )));
+        };
+        let eval = rules::evaluate_connector(&id, entry, now, &self.rules);
+        Ok(Response::new(w::ConnectorDetail {
+            summary: Some(connector_summary(&eval, &fleet)),
+            latest: entry.latest.clone(),
+            findings: eval.findings.iter().map(finding).collect(),
+            clock_offset_ms: entry.clock_offset_ms,
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<w::HistoryRequest>,
+    ) -> Result<Response<w::HistoryResponse>, Status> {
+        let req = request.into_inner();
+        if !self.fleet.read().connectors.contains_key(&req.id) {
+            return Err(Status::not_found(format!(
+                "no connector `{}`: run `connwatch-aggregator connectors` to list them",
+                req.id
+            )));
+        }
+        let limit = match req.limit {
+            0 => MAX_HISTORY,
+            n => (n as usize).min(MAX_HISTORY),
+        };
+        let store = self.store.clone();
+        let id = req.id.clone();
+        let items = tokio::task::spawn_blocking(move || store.history(&id, req.since_ms, limit))
+            .await
+            .map_err(|e| Status::internal(format!("history lookup failed: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let entries = items
+            .into_iter()
+            .map(|h| {
+                let r = h.stored.report.unwrap_or_default();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                w::HistoryEntry {
+                    epoch: h.epoch,
+                    seq: h.seq,
+                    collected_at_ms: r.collected_at_ms,
+                    received_ms: h.stored.received_ms,
+                    services_running: count(
+                        r.services
+                            .iter()
+                            .filter(|s| s.state == ServiceState::Running as i32)
+                            .count(),
+                    ),
+                    services_total: count(r.services.len()),
+                    endpoints_ok: count(
+                        r.endpoints
+                            .iter()
+                            .filter(|e| e.outcome == ConnectOutcome::Ok as i32)
+                            .count(),
+                    ),
+                    endpoints_total: count(r.endpoints.len()),
+                    probe_errors: count(r.probe_errors.len()),
+                }
+            })
+            .collect();
+        Ok(Response::new(w::HistoryResponse {
+            id: req.id,
+            entries,
+        }))
+    }
+}

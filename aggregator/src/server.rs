@@ -1,0 +1,141 @@
+//! The aggregator server: opens the store, rebuilds the live fleet from it, starts the
+//! writer, and serves `Ingest`, `Query`, gRPC health and reflection over mutual TLS
+//! until shutdown. Shutdown stops accepting, gives open streams a grace period, then
+//! lets the writer commit what it holds and flushes the store last.
+
+use crate::auth::RequireRole;
+use crate::config::Config;
+use crate::fleet::{Fleet, SharedFleet};
+use crate::ingest::{service::IngestService, writer};
+use crate::query::QueryService;
+use crate::store::Store;
+use anyhow::Context;
+use connwatch_shared::identity::Role;
+use connwatch_shared::wire::ingest_server::IngestServer;
+use connwatch_shared::wire::query_server::QueryServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+/// The largest message the aggregator decodes. A report with every repeated field full
+/// is far below this; anything larger is refused with `resource exhausted`.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How long open streams may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Concurrent HTTP/2 streams per connection: a collector needs one, an operator a few.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// Binds the configured address and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (key `listen` in {})",
+            config.listen,
+            config.file.display()
+        )
+    })?;
+    serve(config, listener, shutdown, |addr| {
+        // Scripts and tests wait for this line to know the server is up.
+        println!("connwatch-aggregator listening on {addr}");
+    })
+    .await
+}
+
+/// Serves on an already bound listener until `shutdown`; `ready` is called once the
+/// store is open and the services are set up.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let tls = config.tls.load()?;
+    let addr: SocketAddr = listener.local_addr().context("listener has no address")?;
+    let store = {
+        let dir = config.data_dir.clone();
+        let cache = config.store.cache_bytes;
+        tokio::task::spawn_blocking(move || Store::open(&dir, cache))
+            .await
+            .context("opening the store panicked")??
+    };
+    let store = Arc::new(store);
+    let connectors = store
+        .connectors()
+        .context("cannot load the connector registry")?;
+    let loaded = connectors.len();
+    let fleet = SharedFleet::new(Fleet {
+        connectors: connectors.into_iter().collect(),
+    });
+
+    let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch * 4);
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(writer::run(
+        store.clone(),
+        fleet.clone(),
+        rx,
+        config.store.max_batch,
+        writer_stop.clone(),
+    ));
+
+    let ingest =
+        IngestServer::new(IngestService::new(tx)).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(QueryService::new(
+        fleet,
+        store.clone(),
+        Arc::new(config.rules.clone()),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<QueryServer<QueryService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(connwatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+
+    let server = Server::builder()
+        .tls_config(tls.server_config())
+        .context("TLS set-up failed")?
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ingest,
+            RequireRole(Role::Collector),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            query,
+            RequireRole(Role::Operator),
+        ))
+        .add_service(health_service)
+        .add_service(reflection);
+
+    tracing::info!(%addr, store = %config.data_dir.display(), connectors = loaded, "aggregator serving");
+    ready(addr);
+
+    let stopping = shutdown.clone();
+    let serving = server
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping.cancelled_owned());
+    tokio::pin!(serving);
+    // Long-lived report streams never end on their own: once shutdown starts, give
+    // them a grace period, then drop the server and its connections.
+    let result = tokio::select! {
+        r = &mut serving => r.context("the gRPC server failed"),
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    };
+    tracing::info!("stopping: committing queued reports");
+    writer_stop.cancel();
+    writer.await.context("the writer task failed")?;
+    store.flush().await.context("final flush failed")?;
+    tracing::info!("stopped");
+    result
+}

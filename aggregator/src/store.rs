@@ -1,0 +1,383 @@
+//! The sled store, and the only module that touches sled. One tree, keys with a
+//! one-byte kind prefix, so a report's history entry and its connector's registry
+//! update land in one atomic batch:
+//!
+//! - `m` + name: metadata (`m:schema` holds the schema version);
+//! - `c` + connector id: the registry entry ([`StoredConnector`]);
+//! - `h` + connector id + `0x00` + epoch (BE) + seq (BE): one report ([`StoredReport`]).
+//!
+//! Every value is an envelope: a format version byte, a CRC-32 of the payload (BE), then
+//! the protobuf payload. A value whose checksum fails is reported, never returned.
+
+use connwatch_shared::wire::Report;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The schema this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The envelope format of values.
+const VALUE_FORMAT: u8 = 1;
+const SCHEMA_KEY: &[u8] = b"m:schema";
+const CONNECTOR: u8 = b'c';
+const HISTORY: u8 = b'h';
+
+/// A connector's registry entry and latest state.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredConnector {
+    /// The group its latest report named.
+    #[prost(string, tag = "1")]
+    pub group: String,
+    /// When its first report arrived (aggregator clock).
+    #[prost(int64, tag = "2")]
+    pub first_seen_ms: i64,
+    /// When its latest report arrived (aggregator clock).
+    #[prost(int64, tag = "3")]
+    pub last_seen_ms: i64,
+    /// The epoch of its sequence numbers.
+    #[prost(uint64, tag = "4")]
+    pub epoch: u64,
+    /// The highest sequence number stored in that epoch.
+    #[prost(uint64, tag = "5")]
+    pub last_seq: u64,
+    /// The latest report.
+    #[prost(message, optional, tag = "6")]
+    pub latest: Option<Report>,
+    /// Receive time minus collection time of the latest report.
+    #[prost(int64, tag = "7")]
+    pub clock_offset_ms: i64,
+}
+
+/// One report as kept in history.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredReport {
+    /// When it arrived (aggregator clock).
+    #[prost(int64, tag = "1")]
+    pub received_ms: i64,
+    /// The report.
+    #[prost(message, optional, tag = "2")]
+    pub report: Option<Report>,
+}
+
+/// Why the store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// sled could not open the folder.
+    #[error(
+        "cannot open the store at {path}: {source}. If another connwatch-aggregator is running on it, stop that one; if the store is damaged, move the folder aside and restart (collectors resend what they still hold)"
+    )]
+    Open {
+        /// The folder.
+        path: PathBuf,
+        /// What sled said.
+        source: sled::Error,
+    },
+    /// The store was written by a newer connwatch.
+    #[error(
+        "the store at {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; run a connwatch-aggregator at least as new as the one that wrote it"
+    )]
+    NewerSchema {
+        /// The folder.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// A value failed its checksum or could not be decoded.
+    #[error("store value under key {key} is damaged: {why}")]
+    Corrupt {
+        /// The key, printably.
+        key: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// A sled operation failed.
+    #[error("store operation failed: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// One accepted report, ready to be committed.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The connector it is from.
+    pub connector: String,
+    /// The registry entry after this report.
+    pub entry: StoredConnector,
+    /// The history entry.
+    pub history: StoredReport,
+}
+
+/// A history entry's identity and times, for listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryItem {
+    /// The report's epoch.
+    pub epoch: u64,
+    /// The report's sequence number.
+    pub seq: u64,
+    /// The report.
+    pub stored: StoredReport,
+}
+
+/// The aggregator's durable state.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn encode<M: Message>(m: &M) -> Vec<u8> {
+    let payload = m.encode_to_vec();
+    let mut out = Vec::with_capacity(payload.len() + 5);
+    out.push(VALUE_FORMAT);
+    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn decode<M: Message + Default>(key: &[u8], value: &[u8]) -> Result<M, StoreError> {
+    let corrupt = |why: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).escape_debug().to_string(),
+        why,
+    };
+    let [format, c0, c1, c2, c3, payload @ ..] = value else {
+        return Err(corrupt(format!(
+            "value of {} bytes is too short",
+            value.len()
+        )));
+    };
+    if *format != VALUE_FORMAT {
+        return Err(corrupt(format!("unknown value format {format}")));
+    }
+    let expected = u32::from_be_bytes([*c0, *c1, *c2, *c3]);
+    if crc32fast::hash(payload) != expected {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    M::decode(payload).map_err(|e| corrupt(e.to_string()))
+}
+
+fn connector_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1);
+    k.push(CONNECTOR);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn history_prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 18);
+    k.push(HISTORY);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k
+}
+
+fn history_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    let mut k = history_prefix(id);
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking its schema version.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(open_err)?;
+        match db.get(SCHEMA_KEY)? {
+            None => {
+                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: "m:schema".into(),
+                        why: "not a 4-byte version".into(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: dir.to_path_buf(),
+                        found,
+                    });
+                }
+                // Older schemas would be migrated here; version 1 is the first.
+            }
+        }
+        Ok(Store {
+            db,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// The store's folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every registry entry.
+    pub fn connectors(&self) -> Result<Vec<(String, StoredConnector)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([CONNECTOR]) {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            out.push((id, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Applies a group of accepted reports atomically. Not durable until [`Store::flush`].
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for w in writes {
+            let report = w.history.report.as_ref();
+            let (epoch, seq) = report.map_or((0, 0), |r| (r.epoch, r.seq));
+            batch.insert(history_key(&w.connector, epoch, seq), encode(&w.history));
+            batch.insert(connector_key(&w.connector), encode(&w.entry));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable; returns the bytes flushed.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush_async().await?)
+    }
+
+    /// A connector's history, oldest first, at most `limit` of the newest entries,
+    /// received at or after `since_ms`.
+    pub fn history(
+        &self,
+        id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, StoreError> {
+        let prefix = history_prefix(id);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(&prefix).rev() {
+            let (k, v) = item?;
+            let tail = &k[prefix.len()..];
+            let (Ok(epoch), Ok(seq)) = (
+                <[u8; 8]>::try_from(&tail[..8.min(tail.len())]),
+                <[u8; 8]>::try_from(&tail[8.min(tail.len())..]),
+            ) else {
+                continue;
+            };
+            let stored: StoredReport = decode(&k, &v)?;
+            if stored.received_ms < since_ms {
+                continue;
+            }
+            out.push(HistoryItem {
+                epoch: u64::from_be_bytes(epoch),
+                seq: u64::from_be_bytes(seq),
+                stored,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: &str, epoch: u64, seq: u64) -> Write {
+        let report = Report {
+            epoch,
+            seq,
+            group: "g".into(),
+            ..Default::default()
+        };
+        Write {
+            connector: id.into(),
+            entry: StoredConnector {
+                group: "g".into(),
+                epoch,
+                last_seq: seq,
+                latest: Some(report.clone()),
+                ..Default::default()
+            },
+            history: StoredReport {
+                received_ms: 1000 + seq as i64,
+                report: Some(report),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_survive_a_reopen_and_history_keeps_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), 1 << 20).expect("open");
+            store
+                .apply(&[write("a", 7, 1), write("a", 7, 2), write("b", 1, 1)])
+                .expect("apply");
+            store.apply(&[write("a", 7, 300)]).expect("apply");
+            store.flush().await.expect("flush");
+        }
+        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        let conns = store.connectors().expect("connectors");
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns[0].1.last_seq, 300);
+        let seqs: Vec<u64> = store
+            .history("a", 0, 10)
+            .expect("history")
+            .iter()
+            .map(|h| h.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 300]);
+        let newest: Vec<u64> = store
+            .history("a", 0, 2)
+            .expect("history")
+            .iter()
+            .map(|h| h.seq)
+            .collect();
+        assert_eq!(newest, [2, 300]);
+        assert!(store.history("b", 0, 10).expect("history").len() == 1);
+    }
+
+    #[test]
+    fn damaged_values_are_reported_not_returned() {
+        let good = encode(&StoredReport::default());
+        assert!(decode::<StoredReport>(b"k", &good).is_ok());
+        let mut bad = encode(&StoredReport {
+            received_ms: 5,
+            report: None,
+        });
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let err = decode::<StoredReport>(b"k", &bad).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        assert!(decode::<StoredReport>(b"k", &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            db.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = Store::open(dir.path(), 1 << 20)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}
