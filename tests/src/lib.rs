@@ -1,1 +1,398 @@
-//! fixtures
+//! Fixtures for the end-to-end tests: a test PKI, the real `connwatch-aggregator` and
+//! `connwatch-collector` binaries started as processes on loopback, a raw gRPC client
+//! that can present any certificate, and `eventually` for awaiting conditions.
+//!
+//! The binaries must be built first (`cargo build --bins`); `scripts/test` does that.
+
+use anyhow::{Context, bail};
+use connwatch_shared::identity::{Identity, Role};
+use connwatch_shared::pki::{CertAuthority, IssuedCert, LeafSpec};
+use connwatch_shared::tls::TlsFiles;
+use connwatch_shared::wire::ingest_client::IngestClient;
+use connwatch_shared::wire::query_client::QueryClient;
+use connwatch_shared::wire::{Ack, Report};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// The path of one of the workspace's binaries, built beside the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target folder");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `check` returns `Some`, polling every 50 ms, or panics after `timeout`
+/// with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test PKI made with the aggregator's own `ca init`, plus in-process minting for
+/// certificates the CLI would never issue (wrong CA, expired, no SAN, two SANs).
+pub struct Pki {
+    /// The folder with ca.pem, server.pem, operator.pem and the rest.
+    pub dir: PathBuf,
+    ca: CertAuthority,
+}
+
+impl Pki {
+    /// Runs `connwatch-aggregator ca init --dir <dir>/certs`.
+    pub fn init(root: &Path) -> Pki {
+        let dir = root.join("certs");
+        let out = Command::new(bin("connwatch-aggregator"))
+            .args(["ca", "init", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run ca init");
+        assert!(
+            out.status.success(),
+            "ca init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ca = CertAuthority::load(&dir).expect("load the CA ca init made");
+        Pki { dir, ca }
+    }
+
+    /// Issues a collector certificate with `ca issue`; returns its files.
+    pub fn collector(&self, name: &str) -> TlsFiles {
+        let out = Command::new(bin("connwatch-aggregator"))
+            .args([
+                "ca",
+                "issue",
+                "--role",
+                "collector",
+                "--name",
+                name,
+                "--force",
+                "--dir",
+            ])
+            .arg(&self.dir)
+            .output()
+            .expect("run ca issue");
+        assert!(
+            out.status.success(),
+            "ca issue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.files(&format!("collector-{name}"))
+    }
+
+    /// The operator certificate `ca init` made.
+    pub fn operator(&self) -> TlsFiles {
+        self.files("operator")
+    }
+
+    /// Writes an arbitrary certificate signed by this CA under `stem`.
+    pub fn custom(&self, stem: &str, spec: &LeafSpec) -> TlsFiles {
+        let issued = self.ca.issue(spec).expect("issue");
+        self.write(stem, &issued)
+    }
+
+    /// Writes a certificate for `identity` signed by a different CA.
+    pub fn foreign(&self, stem: &str, identity: &Identity) -> TlsFiles {
+        let other = CertAuthority::generate("some other CA").expect("ca");
+        let issued = other.issue(&LeafSpec::client(identity)).expect("issue");
+        self.write(stem, &issued)
+    }
+
+    fn write(&self, stem: &str, issued: &IssuedCert) -> TlsFiles {
+        issued.write(&self.dir, stem, true).expect("write");
+        self.files(stem)
+    }
+
+    fn files(&self, stem: &str) -> TlsFiles {
+        TlsFiles {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        }
+    }
+}
+
+/// A `connwatch-aggregator serve` process.
+pub struct Aggregator {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+impl Aggregator {
+    /// Writes a config under `root` and starts the aggregator on a free loopback port.
+    pub fn start(root: &Path, pki: &Pki, extra: &str) -> Aggregator {
+        let config = root.join("aggregator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{extra}",
+                ca = pki.dir.join("ca.pem").display(),
+                cert = pki.dir.join("server.pem").display(),
+                key = pki.dir.join("server.key").display(),
+            ),
+        )
+        .expect("write config");
+        Aggregator::spawn(&config).expect("aggregator starts")
+    }
+
+    /// Starts `serve --config <config>` and waits for its "listening on" line.
+    pub fn spawn(config: &Path) -> anyhow::Result<Aggregator> {
+        let mut child = Command::new(bin("connwatch-aggregator"))
+            .args(["--log-level", "info", "serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn aggregator")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("connwatch-aggregator listening on ") {
+                        break a.parse().context("address")?;
+                    }
+                }
+                _ => {
+                    let status = child.wait()?;
+                    bail!("the aggregator exited ({status}) before listening");
+                }
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Aggregator {
+            child,
+            addr,
+            config: config.to_path_buf(),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Kills it with SIGKILL: no shutdown, no final flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        self.child.wait().expect("wait")
+    }
+
+    /// Starts it again on the same port with the same config, after `kill` or
+    /// `terminate`.
+    pub fn restart(&mut self) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replace("127.0.0.1:0", &self.addr.to_string());
+        std::fs::write(&self.config, text).expect("write config");
+        let started = Instant::now();
+        // The port may linger briefly; retry for a few seconds.
+        loop {
+            match Aggregator::spawn(&self.config) {
+                Ok(a) => {
+                    *self = a;
+                    return;
+                }
+                Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("restart: {e:#}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Runs an operator CLI command against this aggregator with `pki`'s operator
+    /// certificate.
+    pub fn cli(&self, pki: &Pki, args: &[&str]) -> Output {
+        Command::new(bin("connwatch-aggregator"))
+            .args(args)
+            .arg("--aggregator")
+            .arg(self.url())
+            .arg("--certs")
+            .arg(&pki.dir)
+            .output()
+            .expect("run the CLI")
+    }
+
+    /// Runs a CLI command with `--json`, checks it succeeded and parses its output.
+    pub fn cli_json(&self, pki: &Pki, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(pki, &all);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed invalid JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "kill -{sig} {pid} failed"
+    );
+}
+
+/// A `connwatch-collector run` process.
+pub struct Collector {
+    child: Child,
+}
+
+impl Collector {
+    /// Writes a collector config under `root` for connector `name` and starts it.
+    pub fn start(root: &Path, agg: &Aggregator, tls: &TlsFiles, extra: &str) -> Collector {
+        let config = root.join(format!(
+            "collector-{}.toml",
+            tls.cert.file_stem().and_then(|s| s.to_str()).unwrap_or("c")
+        ));
+        std::fs::write(
+            &config,
+            format!(
+                "group = \"test\"\ninterval = \"500ms\"\njitter = \"50ms\"\n{extra}\n[aggregator]\naddress = \"{url}\"\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+                url = agg.url(),
+                ca = tls.ca.display(),
+                cert = tls.cert.display(),
+                key = tls.key.display(),
+            ),
+        )
+        .expect("write collector config");
+        let child = Command::new(bin("connwatch-collector"))
+            .args(["--log-level", "info", "run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn collector");
+        Collector { child }
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Opens a channel to `agg` presenting `tls`; errors are returned, not panicked, so
+/// tests can assert on refusals.
+pub async fn channel(agg: &Aggregator, tls: &TlsFiles) -> anyhow::Result<Channel> {
+    connwatch_shared::tls::install_crypto_provider();
+    let material = tls.load()?;
+    Ok(Endpoint::from_shared(agg.url())?
+        .tls_config(material.client_config("localhost"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?)
+}
+
+/// A query client presenting `tls`.
+pub async fn query_client(
+    agg: &Aggregator,
+    tls: &TlsFiles,
+) -> anyhow::Result<QueryClient<Channel>> {
+    Ok(QueryClient::new(channel(agg, tls).await?))
+}
+
+/// Sends `reports` on one ingest stream and collects one ack per report.
+pub async fn send_reports(
+    agg: &Aggregator,
+    tls: &TlsFiles,
+    reports: Vec<Report>,
+) -> Result<Vec<Ack>, tonic::Status> {
+    let channel = channel(agg, tls)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let mut client = IngestClient::new(channel);
+    let (tx, rx) = mpsc::channel(reports.len().max(1));
+    let n = reports.len();
+    for r in reports {
+        tx.send(r)
+            .await
+            .map_err(|_| tonic::Status::internal("send"))?;
+    }
+    let mut acks = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut out = Vec::new();
+    while out.len() < n {
+        match acks.message().await? {
+            Some(a) => out.push(a),
+            None => break,
+        }
+    }
+    drop(tx);
+    Ok(out)
+}
+
+/// A plausible report with `seq` in `epoch`, collected now.
+pub fn report(epoch: u64, seq: u64) -> Report {
+    Report {
+        seq,
+        epoch,
+        collected_at_ms: connwatch_shared::time::now_ms(),
+        group: "test".into(),
+        collector_version: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// The identity of a collector named `name`.
+pub fn collector_id(name: &str) -> Identity {
+    Identity {
+        role: Role::Collector,
+        name: name.into(),
+    }
+}

@@ -1,0 +1,122 @@
+//! Identity comes from the client certificate: reports land under the certificate's
+//! connector id, roles are enforced both ways, and certificates from another CA,
+//! expired ones and ones without (or with two) identities are refused with nothing
+//! written.
+
+use connwatch_shared::identity::{Identity, Role};
+use connwatch_shared::pki::LeafSpec;
+use connwatch_shared::wire::{AckOutcome, StatusRequest};
+use connwatch_tests::{Aggregator, Pki, collector_id, query_client, report, send_reports};
+use std::time::Duration;
+
+#[tokio::test]
+async fn reports_are_stored_under_the_certificate_identity_only() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let agg = Aggregator::start(root.path(), &pki, "");
+    let alpha = pki.collector("alpha");
+    // The report names another group and carries no id: nothing in it can move it to
+    // another connector.
+    let mut r = report(1, 1);
+    r.group = "beta-group".into();
+    let acks = send_reports(&agg, &alpha, vec![r]).await.expect("stream");
+    assert_eq!(acks[0].outcome, AckOutcome::Stored as i32);
+    let list = agg.cli_json(&pki, &["connectors"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["alpha"]);
+}
+
+#[tokio::test]
+async fn roles_are_enforced_both_ways() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let agg = Aggregator::start(root.path(), &pki, "");
+    let collector = pki.collector("alpha");
+    let mut q = query_client(&agg, &collector)
+        .await
+        .expect("TLS accepts a valid collector");
+    let err = q
+        .status(StatusRequest {})
+        .await
+        .expect_err("collector cannot query");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("operator certificate"),
+        "{}",
+        err.message()
+    );
+
+    let err = send_reports(&agg, &pki.operator(), vec![report(1, 1)])
+        .await
+        .expect_err("operator cannot send reports");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("collector certificate"),
+        "{}",
+        err.message()
+    );
+    let list = agg.cli_json(&pki, &["connectors"]);
+    assert_eq!(list.as_array().expect("list").len(), 0, "nothing written");
+}
+
+#[tokio::test]
+async fn bad_certificates_are_refused_and_write_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let agg = Aggregator::start(root.path(), &pki, "");
+    let foreign = pki.foreign("foreign", &collector_id("mallory"));
+    let expired = pki.custom("expired", &{
+        let mut spec = LeafSpec::client(&collector_id("old"));
+        spec.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        spec.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        spec
+    });
+    let no_san = pki.custom("nosan", &LeafSpec::blank(false));
+    let two = pki.custom("two", &{
+        let mut spec = LeafSpec::client(&collector_id("one"));
+        spec.uris.push(
+            Identity {
+                role: Role::Collector,
+                name: "two".into(),
+            }
+            .san_uri(),
+        );
+        spec
+    });
+    for (name, tls, want) in [
+        ("another CA", &foreign, None),
+        ("expired", &expired, None),
+        ("no identity SAN", &no_san, Some("no connwatch identity")),
+        ("two identity SANs", &two, Some("2 connwatch identities")),
+    ] {
+        let result = tokio::time::timeout(
+            Duration::from_secs(15),
+            send_reports(&agg, tls, vec![report(1, 1)]),
+        )
+        .await
+        .expect("refusal is prompt");
+        let err = result.expect_err(name);
+        match want {
+            // Refused in the TLS handshake: the connection never carries a request.
+            None => assert!(
+                matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+                "{name}: {err:?}"
+            ),
+            Some(text) => {
+                assert_eq!(err.code(), tonic::Code::Unauthenticated, "{name}: {err:?}");
+                assert!(err.message().contains(text), "{name}: {}", err.message());
+            }
+        }
+    }
+    let list = agg.cli_json(&pki, &["connectors"]);
+    assert_eq!(
+        list.as_array().expect("list").len(),
+        0,
+        "refused clients wrote nothing"
+    );
+}
