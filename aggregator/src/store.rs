@@ -64,13 +64,13 @@ pub struct StoredReport {
 pub enum StoreError {
     /// sled could not open the folder.
     #[error(
-        "cannot open the store at {path}: {source}. If another connwatch-aggregator is running on it, stop that one; if the store is damaged, move the folder aside and restart (collectors resend what they still hold)"
+        "cannot open the store at {path}: {error}. If another connwatch-aggregator is running on it, stop that one; if the store is damaged, move the folder aside and restart (collectors resend what they still hold)"
     )]
     Open {
         /// The folder.
         path: PathBuf,
         /// What sled said.
-        source: sled::Error,
+        error: sled::Error,
     },
     /// The store was written by a newer connwatch.
     #[error(
@@ -178,9 +178,9 @@ fn history_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the store in `dir`, checking its schema version.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |error| StoreError::Open {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
         let db = sled::Config::new()
             .path(dir)

@@ -1,5 +1,8 @@
 //! `connwatch-collector`: parses the command line, loads and validates the config, sets
 //! up logging and TLS, and hands over to the library.
+//!
+//! Exit codes: 0 success; 2 bad usage; 3 the command failed (bad config, unreadable
+//! certificates).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(3)
         }
     }
 }

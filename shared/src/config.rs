@@ -10,12 +10,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config file {file}: {source}; pass the right path with --config")]
+    #[error("cannot read config file {file}: {error}; pass the right path with --config")]
     Read {
         /// The file.
         file: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML for this schema (syntax, unknown key, wrong type).
     #[error("{file}: {message}")]
@@ -41,9 +41,9 @@ pub enum ConfigError {
 
 /// Reads and parses a TOML file into `T`.
 pub fn load_toml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
         file: file.to_path_buf(),
-        source,
+        error,
     })?;
     parse_toml(file, &text)
 }

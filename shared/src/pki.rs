@@ -30,12 +30,12 @@ pub enum PkiError {
     #[error("cannot create the certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file exists where a new one would be written.
     #[error("{0} already exists; pass --force to replace it, or choose another --dir")]
@@ -74,9 +74,9 @@ impl IssuedCert {
                 return Err(PkiError::Exists(path.clone()));
             }
         }
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         write_file(&files.cert, self.cert_pem.as_bytes(), false)?;
         write_file(&files.key, self.key_pem.as_bytes(), true)?;
@@ -85,9 +85,9 @@ impl IssuedCert {
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    let io = |error| PkiError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     std::fs::write(path, bytes).map_err(io)?;
     #[cfg(unix)]
@@ -200,7 +200,7 @@ impl CertAuthority {
     pub fn load(dir: &Path) -> Result<CertAuthority, PkiError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+            std::fs::read_to_string(&path).map_err(|error| PkiError::Io { path, error })
         };
         let cert_pem = read(CA_CERT_FILE)?;
         let key = KeyPair::from_pem(&read(CA_KEY_FILE)?)?;

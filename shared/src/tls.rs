@@ -10,12 +10,14 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, Se
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error(
+        "cannot read {path}: {error}; check the path in the config, or issue the certificate with `connwatch-aggregator ca init` / `ca issue`"
+    )]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file holds no PEM item of the expected kind.
     #[error("{path} holds no {what} in PEM form; {fix}")]
@@ -100,9 +102,9 @@ impl TlsMaterial {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
