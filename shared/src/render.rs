@@ -13,7 +13,8 @@ pub fn report(report: &Report) -> String {
     let now = now_ms();
     let _ = writeln!(
         out,
-        "connwatch probe  group={}  collected={}",
+        "report {}  group {}  collected {}",
+        report.seq,
         report.group,
         rfc3339(report.collected_at_ms)
     );
@@ -64,7 +65,7 @@ pub fn report(report: &Report) -> String {
         let detail = if ok {
             format!("{} in {} ms", e.address, e.latency_ms)
         } else {
-            format!("{}: {}", e.address, e.error)
+            e.error.clone()
         };
         line(
             &mut out,
