@@ -30,6 +30,42 @@ pub fn remediation(code: Code) -> &'static str {
         Code::ProbeFailed => {
             "A check could not run on the host. Fix the cause given in the evidence, usually a permission or a path in the collector's config, so the facts it measures are known again."
         }
+        Code::Retired => {
+            "The connector has been silent for longer than retire_after and left the live views; its history is kept until retention removes it. If the host still exists, start its collector and connector service; otherwise nothing needs doing."
+        }
+        Code::TrustCertIssuer => {
+            "The trust certificate was not issued by the expected registration CA (connectorregistrationca.msappproxy.net). The connector presents it to the cloud service, which will not accept it: re-register the connector to obtain a proper certificate."
+        }
+        Code::TlsTooOld => {
+            "The host could not negotiate TLS 1.2 or later with this endpoint, which the connector requires. Enable TLS 1.2 in the host's SChannel settings (and for .NET), then restart the connector service."
+        }
+        Code::TlsIntercepted => {
+            "The endpoint presented a certificate chain from an issuer other than the expected ones: a device between the host and the service is inspecting TLS. It breaks the connector's client-certificate authentication (ConnectorError:Unauthorized); exempt the service's domains from TLS inspection."
+        }
+        Code::BackendUnreachable => {
+            "The connector host cannot load this internal application. Check the application is up and that the host can reach it (DNS, firewall, certificate); the connector can only publish what it can reach itself."
+        }
+        Code::ProxyMismatch => {
+            "The connector and its updater use different outbound proxy settings, so one of them cannot reach the service. Make both services' .exe.config use the same defaultProxy (or both bypass it), then restart both."
+        }
+        Code::VersionBehind => {
+            "This connector runs an older version than its group or the configured minimum. Check that the updater service runs; if it does, install the current connector release by hand."
+        }
+        Code::ClockSkew => {
+            "The host clock differs from the aggregator's by more than the allowed skew. Kerberos single sign-on fails with clock drift (events 12008, 13019, 13022): point the host at the domain's time source and resynchronise."
+        }
+        Code::KnownErrorLogged => {
+            "The connector logged a known error. Its evidence names the signature: an expired trust certificate explains 'failed to download the configuration' and event 1000, networking errors point to blocked ports or a proxy, Kerberos events to delegation or clock problems."
+        }
+        Code::GroupSplitReachability => {
+            "Members of this group disagree on which endpoints they can reach, which usually means a firewall rule differs between their networks. Compare the members' endpoint results and align the rules."
+        }
+        Code::GroupMixedVersions => {
+            "Members of this group run different connector versions. Usually an updater is stopped on the older ones; check their updater services."
+        }
+        Code::UnassignedConnector => {
+            "The connector reports a group the aggregator does not declare. Fix the group name in the collector's config, or declare the group in the aggregator's config."
+        }
         Code::GroupDown => {
             "No connector in this group is active and healthy, so the applications assigned to it cannot be reached. Restore at least one member (see its findings) or assign the applications to another group."
         }

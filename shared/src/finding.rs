@@ -92,6 +92,8 @@ impl Scope {
 pub enum Code {
     /// No report for longer than `inactive_after`.
     Inactive,
+    /// Inactive for `retire_after`: out of the live views, history kept.
+    Retired,
     /// The connector service is missing, stopped or disabled.
     ServiceNotRunning,
     /// The updater service is missing or stopped.
@@ -102,46 +104,103 @@ pub enum Code {
     TrustCertExpired,
     /// No trust certificate matches the configured thumbprint or file.
     TrustCertMissing,
+    /// The trust certificate's issuer is not the expected registration CA.
+    TrustCertIssuer,
     /// A required endpoint cannot be reached.
     EndpointUnreachable,
+    /// A TLS handshake cannot negotiate TLS 1.2 or later.
+    TlsTooOld,
+    /// An endpoint presents a chain not rooted in the expected issuers.
+    TlsIntercepted,
+    /// An internal application URL fails from the connector host.
+    BackendUnreachable,
+    /// The connector and its updater use different proxy settings.
+    ProxyMismatch,
+    /// The connector runs an older version than its group or the minimum.
+    VersionBehind,
+    /// The host clock differs from the aggregator's by more than the limit.
+    ClockSkew,
+    /// A known error signature appeared in the connector's log.
+    KnownErrorLogged,
     /// A probe could not run.
     ProbeFailed,
     /// No active, healthy connector in the group.
     GroupDown,
     /// Fewer than the minimum number of healthy connectors in the group.
     GroupNoRedundancy,
+    /// Members of a group disagree on which endpoints they can reach.
+    GroupSplitReachability,
+    /// Members of a group run different connector versions.
+    GroupMixedVersions,
+    /// A connector reports a group the aggregator does not know.
+    UnassignedConnector,
 }
 
 impl Code {
-    /// The stable kebab-case code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Inactive => "inactive",
-            Code::ServiceNotRunning => "service-not-running",
-            Code::UpdaterNotRunning => "updater-not-running",
-            Code::TrustCertExpiring => "trust-cert-expiring",
-            Code::TrustCertExpired => "trust-cert-expired",
-            Code::TrustCertMissing => "trust-cert-missing",
-            Code::EndpointUnreachable => "endpoint-unreachable",
-            Code::ProbeFailed => "probe-failed",
-            Code::GroupDown => "group-down",
-            Code::GroupNoRedundancy => "group-no-redundancy",
-        }
-    }
-
     /// Every code, in catalogue order.
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 22] = [
         Code::Inactive,
+        Code::Retired,
         Code::ServiceNotRunning,
         Code::UpdaterNotRunning,
         Code::TrustCertExpiring,
         Code::TrustCertExpired,
         Code::TrustCertMissing,
+        Code::TrustCertIssuer,
         Code::EndpointUnreachable,
+        Code::TlsTooOld,
+        Code::TlsIntercepted,
+        Code::BackendUnreachable,
+        Code::ProxyMismatch,
+        Code::VersionBehind,
+        Code::ClockSkew,
+        Code::KnownErrorLogged,
         Code::ProbeFailed,
         Code::GroupDown,
         Code::GroupNoRedundancy,
+        Code::GroupSplitReachability,
+        Code::GroupMixedVersions,
+        Code::UnassignedConnector,
     ];
+
+    /// The stable kebab-case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Inactive => "inactive",
+            Code::Retired => "retired",
+            Code::ServiceNotRunning => "service-not-running",
+            Code::UpdaterNotRunning => "updater-not-running",
+            Code::TrustCertExpiring => "trust-cert-expiring",
+            Code::TrustCertExpired => "trust-cert-expired",
+            Code::TrustCertMissing => "trust-cert-missing",
+            Code::TrustCertIssuer => "trust-cert-issuer",
+            Code::EndpointUnreachable => "endpoint-unreachable",
+            Code::TlsTooOld => "tls-too-old",
+            Code::TlsIntercepted => "tls-intercepted",
+            Code::BackendUnreachable => "backend-unreachable",
+            Code::ProxyMismatch => "proxy-mismatch",
+            Code::VersionBehind => "version-behind",
+            Code::ClockSkew => "clock-skew",
+            Code::KnownErrorLogged => "known-error-logged",
+            Code::ProbeFailed => "probe-failed",
+            Code::GroupDown => "group-down",
+            Code::GroupNoRedundancy => "group-no-redundancy",
+            Code::GroupSplitReachability => "group-split-reachability",
+            Code::GroupMixedVersions => "group-mixed-versions",
+            Code::UnassignedConnector => "unassigned-connector",
+        }
+    }
+
+    /// Whether the code is about a whole group rather than one connector.
+    pub fn is_group_level(self) -> bool {
+        matches!(
+            self,
+            Code::GroupDown
+                | Code::GroupNoRedundancy
+                | Code::GroupSplitReachability
+                | Code::GroupMixedVersions
+        )
+    }
 
     /// Parses a stable code.
     pub fn parse(text: &str) -> Option<Code> {
