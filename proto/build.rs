@@ -14,6 +14,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("connwatch.v1.Finding.severity", "severity"),
     ("connwatch.v1.GroupSummary.health", "health"),
     ("connwatch.v1.ConnectorSummary.health", "health"),
+    ("connwatch.v1.ListFindingsRequest.min_severity", "severity"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

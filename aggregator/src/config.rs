@@ -1,6 +1,7 @@
 //! The aggregator's configuration: TOML read into raw serde structs and validated into
 //! [`Config`] before any port is bound. Relative paths follow the config file's folder.
 
+use crate::version::Version;
 use connwatch_shared::config::{self as cfg, ConfigError, invalid};
 use connwatch_shared::tls::TlsFiles;
 use serde::Deserialize;
@@ -35,21 +36,61 @@ struct RawTls {
     key: PathBuf,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRules {
-    inactive_after: Option<String>,
-    retire_after: Option<String>,
-    cert_warning: Option<String>,
-    cert_critical: Option<String>,
+/// Thresholds that can be set fleet-wide under `[rules]` and per `[[group]]`. serde's
+/// `flatten` cannot be combined with `deny_unknown_fields`, so both tables list these
+/// keys themselves and hand them over through this view.
+struct RawThresholds<'a> {
+    inactive_after: &'a Option<String>,
+    cert_warning: &'a Option<String>,
+    cert_critical: &'a Option<String>,
     min_healthy: Option<u32>,
+    expected_cert_issuers: &'a Option<Vec<String>>,
+    min_version: &'a Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGroup {
-    name: String,
-    min_healthy: Option<u32>,
+macro_rules! with_thresholds {
+    ($(#[$m:meta])* struct $name:ident { $($field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        struct $name {
+            $($field: $ty,)*
+            inactive_after: Option<String>,
+            cert_warning: Option<String>,
+            cert_critical: Option<String>,
+            min_healthy: Option<u32>,
+            expected_cert_issuers: Option<Vec<String>>,
+            min_version: Option<String>,
+        }
+
+        impl $name {
+            fn thresholds(&self) -> RawThresholds<'_> {
+                RawThresholds {
+                    inactive_after: &self.inactive_after,
+                    cert_warning: &self.cert_warning,
+                    cert_critical: &self.cert_critical,
+                    min_healthy: self.min_healthy,
+                    expected_cert_issuers: &self.expected_cert_issuers,
+                    min_version: &self.min_version,
+                }
+            }
+        }
+    };
+}
+
+with_thresholds! {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawRules {
+        retire_after: Option<String>,
+        max_clock_skew: Option<String>,
+    }
+}
+
+with_thresholds! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawGroup {
+        name: String,
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +98,7 @@ struct RawGroup {
 struct RawStore {
     cache_mb: Option<u64>,
     max_batch: Option<usize>,
+    retention: Option<String>,
 }
 
 /// A validated aggregator configuration.
@@ -76,20 +118,46 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
-/// Thresholds the rules use.
+/// Thresholds the rules use, fleet-wide or for one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RulesConfig {
+pub struct Thresholds {
     /// A connector with no report for this long is inactive.
     pub inactive_after: Duration,
-    /// A connector inactive for this long leaves the live views (history stays).
-    pub retire_after: Duration,
     /// Trust certificates expiring within this are a warning.
     pub cert_warning: Duration,
     /// Trust certificates expiring within this are critical.
     pub cert_critical: Duration,
-    /// Fewer healthy connectors than this in a group is a finding, by default.
+    /// Fewer healthy connectors than this in a group is a finding.
     pub min_healthy: u32,
-    /// Groups the operators declared, with their own minimum where set.
+    /// A trust certificate's issuer must contain one of these (case-insensitive).
+    pub expected_cert_issuers: Vec<String>,
+    /// Connectors older than this are behind, whatever their group runs.
+    pub min_version: Option<Version>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            inactive_after: Duration::from_secs(90),
+            cert_warning: Duration::from_secs(30 * 86_400),
+            cert_critical: Duration::from_secs(7 * 86_400),
+            min_healthy: 2,
+            expected_cert_issuers: vec!["connectorregistrationca.msappproxy.net".into()],
+            min_version: None,
+        }
+    }
+}
+
+/// The rules' configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesConfig {
+    /// Thresholds for groups that do not set their own.
+    pub defaults: Thresholds,
+    /// A connector inactive for this long leaves the live views (history stays).
+    pub retire_after: Duration,
+    /// A host clock further than this from the aggregator's is skewed.
+    pub max_clock_skew: Duration,
+    /// Groups the operators declared, with their thresholds.
     pub groups: Vec<GroupConfig>,
 }
 
@@ -98,31 +166,77 @@ pub struct RulesConfig {
 pub struct GroupConfig {
     /// The group's name, as collectors report it.
     pub name: String,
-    /// This group's minimum of healthy connectors.
-    pub min_healthy: u32,
+    /// Its thresholds (the fleet-wide ones where it sets none).
+    pub thresholds: Thresholds,
 }
 
 impl RulesConfig {
-    /// The minimum of healthy connectors for a group.
-    pub fn min_healthy_for(&self, group: &str) -> u32 {
+    /// The thresholds that apply to a group.
+    pub fn for_group(&self, group: &str) -> &Thresholds {
         self.groups
             .iter()
             .find(|g| g.name == group)
-            .map_or(self.min_healthy, |g| g.min_healthy)
+            .map_or(&self.defaults, |g| &g.thresholds)
+    }
+
+    /// Whether the operators declared this group.
+    pub fn is_declared(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g.name == group)
     }
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
-            inactive_after: Duration::from_secs(90),
+            defaults: Thresholds::default(),
             retire_after: Duration::from_secs(10 * 86_400),
-            cert_warning: Duration::from_secs(30 * 86_400),
-            cert_critical: Duration::from_secs(7 * 86_400),
-            min_healthy: 2,
+            max_clock_skew: Duration::from_secs(300),
             groups: Vec::new(),
         }
     }
+}
+
+fn thresholds(
+    file: &Path,
+    prefix: &str,
+    raw: &RawThresholds<'_>,
+    base: &Thresholds,
+) -> Result<Thresholds, ConfigError> {
+    let dur = |key: &str, v: &Option<String>, d: Duration| match v {
+        Some(t) => cfg::duration(file, &format!("{prefix}{key}"), t),
+        None => Ok(d),
+    };
+    let min_version = match raw.min_version {
+        Some(v) => Some(Version::parse(v).ok_or_else(|| {
+            invalid(
+                file,
+                format!("{prefix}min_version"),
+                format!("`{v}` is not a dotted version"),
+                "write it like `1.5.3437.0`",
+            )
+        })?),
+        None => base.min_version.clone(),
+    };
+    let t = Thresholds {
+        inactive_after: dur("inactive_after", raw.inactive_after, base.inactive_after)?,
+        cert_warning: dur("cert_warning", raw.cert_warning, base.cert_warning)?,
+        cert_critical: dur("cert_critical", raw.cert_critical, base.cert_critical)?,
+        min_healthy: raw.min_healthy.unwrap_or(base.min_healthy),
+        expected_cert_issuers: raw
+            .expected_cert_issuers
+            .clone()
+            .unwrap_or_else(|| base.expected_cert_issuers.clone()),
+        min_version,
+    };
+    if t.cert_critical > t.cert_warning {
+        return Err(invalid(
+            file,
+            format!("{prefix}cert_critical"),
+            "is longer than cert_warning",
+            "the critical window must sit inside the warning window, e.g. 7d and 30d",
+        ));
+    }
+    Ok(t)
 }
 
 /// Store tuning.
@@ -132,6 +246,8 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// The most reports committed in one flush.
     pub max_batch: usize,
+    /// How long history is kept; older reports are removed.
+    pub retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -139,6 +255,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_bytes: 64 << 20,
             max_batch: 1024,
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -166,36 +283,21 @@ impl Config {
             )
         })?;
         let defaults = RulesConfig::default();
-        let dur = |key: &str, v: &Option<String>, d: Duration| match v {
-            Some(t) => cfg::duration(file, key, t),
-            None => Ok(d),
-        };
         let r = &raw.rules;
+        let base = thresholds(file, "rules.", &r.thresholds(), &defaults.defaults)?;
         let mut rules = RulesConfig {
-            inactive_after: dur(
-                "rules.inactive_after",
-                &r.inactive_after,
-                defaults.inactive_after,
-            )?,
-            retire_after: dur("rules.retire_after", &r.retire_after, defaults.retire_after)?,
-            cert_warning: dur("rules.cert_warning", &r.cert_warning, defaults.cert_warning)?,
-            cert_critical: dur(
-                "rules.cert_critical",
-                &r.cert_critical,
-                defaults.cert_critical,
-            )?,
-            min_healthy: r.min_healthy.unwrap_or(defaults.min_healthy),
+            retire_after: match &r.retire_after {
+                Some(t) => cfg::duration(file, "rules.retire_after", t)?,
+                None => defaults.retire_after,
+            },
+            max_clock_skew: match &r.max_clock_skew {
+                Some(t) => cfg::duration(file, "rules.max_clock_skew", t)?,
+                None => defaults.max_clock_skew,
+            },
+            defaults: base,
             groups: Vec::new(),
         };
-        if rules.cert_critical > rules.cert_warning {
-            return Err(invalid(
-                file,
-                "rules.cert_critical",
-                "is longer than rules.cert_warning",
-                "the critical window must sit inside the warning window, e.g. 7d and 30d",
-            ));
-        }
-        if rules.retire_after <= rules.inactive_after {
+        if rules.retire_after <= rules.defaults.inactive_after {
             return Err(invalid(
                 file,
                 "rules.retire_after",
@@ -212,7 +314,7 @@ impl Config {
                     "use 1 to 64 letters, digits, `.`, `_` or `-`",
                 ));
             }
-            if rules.groups.iter().any(|o: &GroupConfig| o.name == g.name) {
+            if rules.is_declared(&g.name) {
                 return Err(invalid(
                     file,
                     format!("group[{i}].name"),
@@ -220,9 +322,15 @@ impl Config {
                     "declare each group once",
                 ));
             }
+            let t = thresholds(
+                file,
+                &format!("group[{i}]."),
+                &g.thresholds(),
+                &rules.defaults,
+            )?;
             rules.groups.push(GroupConfig {
                 name: g.name.clone(),
-                min_healthy: g.min_healthy.unwrap_or(rules.min_healthy),
+                thresholds: t,
             });
         }
         let store = StoreConfig {
@@ -234,6 +342,10 @@ impl Config {
                 .store
                 .max_batch
                 .unwrap_or(StoreConfig::default().max_batch),
+            retention: match &raw.store.retention {
+                Some(t) => cfg::duration(file, "store.retention", t)?,
+                None => StoreConfig::default().retention,
+            },
         };
         if store.max_batch == 0 {
             return Err(invalid(
@@ -282,12 +394,20 @@ mod tests {
     }
 
     #[test]
-    fn groups_take_their_own_minimum() {
-        let c = parse("[[group]]\nname = \"eu\"\nmin_healthy = 3\n[[group]]\nname = \"us\"")
-            .expect("valid");
-        assert_eq!(c.rules.min_healthy_for("eu"), 3);
-        assert_eq!(c.rules.min_healthy_for("us"), 2);
-        assert_eq!(c.rules.min_healthy_for("other"), 2);
+    fn groups_take_their_own_thresholds_and_inherit_the_rest() {
+        let c = parse(
+            "[rules]\ncert_warning = \"20d\"\n[[group]]\nname = \"eu\"\nmin_healthy = 3\nmin_version = \"1.5\"\n[[group]]\nname = \"us\"",
+        )
+        .expect("valid");
+        assert_eq!(c.rules.for_group("eu").min_healthy, 3);
+        assert_eq!(c.rules.for_group("us").min_healthy, 2);
+        assert_eq!(c.rules.for_group("other").min_healthy, 2);
+        assert_eq!(
+            c.rules.for_group("us").cert_warning,
+            Duration::from_secs(20 * 86_400)
+        );
+        assert_eq!(c.rules.for_group("eu").min_version, Version::parse("1.5"));
+        assert!(c.rules.is_declared("eu") && !c.rules.is_declared("other"));
     }
 
     #[test]

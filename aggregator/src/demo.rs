@@ -6,7 +6,7 @@
 //! connector service, and a collector that is killed partway through.
 
 use crate::cli::{Connect, table};
-use crate::config::{Config, GroupConfig, RulesConfig, StoreConfig};
+use crate::config::{Config, GroupConfig, RulesConfig, StoreConfig, Thresholds};
 use anyhow::Context;
 use connwatch_shared::identity::{Identity, Role};
 use connwatch_shared::pki::{CertAuthority, LeafSpec};
@@ -135,16 +135,22 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             cert: certs.join("server.pem"),
             key: certs.join("server.key"),
         },
-        rules: RulesConfig {
-            inactive_after: Duration::from_secs(5),
-            groups: ["eu-west", "us-east"]
-                .iter()
-                .map(|g| GroupConfig {
-                    name: g.to_string(),
-                    min_healthy: 2,
-                })
-                .collect(),
-            ..RulesConfig::default()
+        rules: {
+            let thresholds = Thresholds {
+                inactive_after: Duration::from_secs(5),
+                ..Thresholds::default()
+            };
+            RulesConfig {
+                groups: ["eu-west", "us-east"]
+                    .iter()
+                    .map(|g| GroupConfig {
+                        name: g.to_string(),
+                        thresholds: thresholds.clone(),
+                    })
+                    .collect(),
+                defaults: thresholds,
+                ..RulesConfig::default()
+            }
         },
         store: StoreConfig::default(),
     };

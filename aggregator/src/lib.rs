@@ -14,3 +14,4 @@ pub mod remedy;
 pub mod rules;
 pub mod server;
 pub mod store;
+pub mod version;

@@ -7,13 +7,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use connwatch_aggregator::cli::{self, Connect, table};
+use connwatch_aggregator::cli::commands::QueryCommand;
 use connwatch_aggregator::config::Config;
 use connwatch_aggregator::demo::{self, DemoOptions};
 use connwatch_shared::identity::Role;
 use connwatch_shared::logging::{self, LogFormat};
-use connwatch_shared::time::{now_ms, parse_duration};
-use connwatch_shared::wire as w;
+use connwatch_shared::time::parse_duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,51 +43,8 @@ enum Command {
         #[arg(long)]
         check_config: bool,
     },
-    /// Fleet summary: one line per group, then every finding.
-    Status {
-        #[command(flatten)]
-        connect: Connect,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List connectors.
-    Connectors {
-        #[command(flatten)]
-        connect: Connect,
-        /// Only this group's connectors.
-        #[arg(long)]
-        group: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One connector: findings with what to do, and its latest report.
-    Connector {
-        /// The connector id (the name on its certificate).
-        id: String,
-        #[command(flatten)]
-        connect: Connect,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// A connector's stored reports, in brief.
-    History {
-        /// The connector id.
-        id: String,
-        #[command(flatten)]
-        connect: Connect,
-        /// Only reports received within this long (e.g. `24h`).
-        #[arg(long, value_parser = parse_duration)]
-        since: Option<Duration>,
-        /// At most this many (the newest).
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(flatten)]
+    Query(QueryCommand),
     /// Certificates: create a CA, issue certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -164,17 +120,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let colour = table::colour();
     match cli.command {
         Command::Serve {
             config,
@@ -198,83 +148,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 connwatch_aggregator::server::run(config, shutdown).await
             })?;
         }
-        Command::Status { connect, json } => {
-            let status = runtime.block_on(async {
-                let mut c = connect.client().await?;
-                c.status(w::StatusRequest {}).await.map_err(cli::explain)
-            })?;
-            let status = status.into_inner();
-            if json {
-                print_json(&status)?;
-            } else {
-                print!(
-                    "{}\n{}",
-                    table::groups(&status.groups, colour),
-                    table::findings(&status.findings, colour)
-                );
-            }
-        }
-        Command::Connectors {
-            connect,
-            group,
-            json,
-        } => {
-            let list = runtime.block_on(async {
-                let mut c = connect.client().await?;
-                c.list_connectors(w::ListConnectorsRequest {
-                    group: group.unwrap_or_default(),
-                })
-                .await
-                .map_err(cli::explain)
-            })?;
-            let list = list.into_inner();
-            if json {
-                print_json(&list.connectors)?;
-            } else {
-                print!("{}", table::connectors(&list.connectors, now_ms(), colour));
-            }
-        }
-        Command::Connector { id, connect, json } => {
-            let detail = runtime.block_on(async {
-                let mut c = connect.client().await?;
-                c.get_connector(w::GetConnectorRequest { id })
-                    .await
-                    .map_err(cli::explain)
-            })?;
-            let detail = detail.into_inner();
-            if json {
-                print_json(&detail)?;
-            } else {
-                print!("{}", table::connector(&detail, now_ms(), colour));
-            }
-        }
-        Command::History {
-            id,
-            connect,
-            since,
-            limit,
-            json,
-        } => {
-            let since_ms = since.map_or(0, |d| {
-                now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
-            });
-            let history = runtime.block_on(async {
-                let mut c = connect.client().await?;
-                c.history(w::HistoryRequest {
-                    id,
-                    since_ms,
-                    limit,
-                })
-                .await
-                .map_err(cli::explain)
-            })?;
-            let history = history.into_inner();
-            if json {
-                print_json(&history)?;
-            } else {
-                print!("{}", table::history(&history));
-            }
-        }
+        Command::Query(q) => return runtime.block_on(q.run()),
         Command::Ca(CaCommand::Init {
             dir,
             server_names,

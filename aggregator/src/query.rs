@@ -6,7 +6,8 @@ use crate::config::RulesConfig;
 use crate::fleet::SharedFleet;
 use crate::rules::{self, ConnectorEval, GroupEval};
 use crate::store::Store;
-use connwatch_shared::finding::{Finding, Health, Severity};
+use connwatch_proto::enum_names::connect_outcome_name;
+use connwatch_shared::finding::{Code, Finding, Health, Severity};
 use connwatch_shared::time::now_ms;
 use connwatch_shared::wire::query_server::Query;
 use connwatch_shared::wire::{self as w, ConnectOutcome, ServiceState};
@@ -77,13 +78,24 @@ pub fn finding(f: &Finding) -> w::Finding {
     }
 }
 
-fn group_summary(g: &GroupEval) -> w::GroupSummary {
+fn group_summary(g: &GroupEval, rules: &RulesConfig) -> w::GroupSummary {
     w::GroupSummary {
         name: g.name.clone(),
         active: g.active,
         total: g.total,
         health: health(g.health),
         worst_finding: g.worst.map(|c| c.as_str().to_string()).unwrap_or_default(),
+        healthy: g.healthy,
+        declared: rules.is_declared(&g.name),
+    }
+}
+
+fn severity_from_wire(v: i32) -> Option<Severity> {
+    match w::Severity::try_from(v) {
+        Ok(w::Severity::Info) => Some(Severity::Info),
+        Ok(w::Severity::Warning) => Some(Severity::Warning),
+        Ok(w::Severity::Critical) => Some(Severity::Critical),
+        _ => None,
     }
 }
 
@@ -119,7 +131,11 @@ impl Query for QueryService {
         let now = now_ms();
         let eval = self.evaluate(now);
         Ok(Response::new(w::StatusResponse {
-            groups: eval.groups.iter().map(group_summary).collect(),
+            groups: eval
+                .groups
+                .iter()
+                .map(|g| group_summary(g, &self.rules))
+                .collect(),
             findings: eval.all_findings().iter().map(finding).collect(),
             generated_at_ms: now,
         }))
@@ -129,7 +145,19 @@ impl Query for QueryService {
         &self,
         request: Request<w::ListConnectorsRequest>,
     ) -> Result<Response<w::ListConnectorsResponse>, Status> {
-        let group = request.into_inner().group;
+        let req = request.into_inner();
+        let group = req.group;
+        let code = if req.finding.is_empty() {
+            None
+        } else {
+            Some(Code::parse(&req.finding).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown finding code `{}`; known codes: {}",
+                    req.finding,
+                    Code::ALL.map(Code::as_str).join(", ")
+                ))
+            })?)
+        };
         let now = now_ms();
         let fleet = self.fleet.read();
         let eval = rules::evaluate(&fleet.connectors, now, &self.rules);
@@ -142,6 +170,8 @@ impl Query for QueryService {
             .connectors
             .iter()
             .filter(|c| group.is_empty() || c.group == group)
+            .filter(|c| !req.unhealthy || !c.active || c.health != Health::Healthy)
+            .filter(|c| code.is_none_or(|code| c.findings.iter().any(|f| f.code == code)))
             .map(|c| connector_summary(c, &fleet))
             .collect();
         Ok(Response::new(w::ListConnectorsResponse { connectors }))
@@ -159,7 +189,9 @@ impl Query for QueryService {
                 "no connector `{id}`: run `connwatch-aggregator connectors` to list them"
             )));
         };
-        let eval = rules::evaluate_connector(&id, entry, now, &self.rules);
+        let contexts = rules::group_contexts(&fleet.connectors, now, &self.rules);
+        let ctx = contexts.get(&entry.group).cloned().unwrap_or_default();
+        let eval = rules::evaluate_connector(&id, entry, now, &self.rules, &ctx);
         Ok(Response::new(w::ConnectorDetail {
             summary: Some(connector_summary(&eval, &fleet)),
             latest: entry.latest.clone(),
@@ -221,5 +253,125 @@ impl Query for QueryService {
             id: req.id,
             entries,
         }))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<w::GetGroupRequest>,
+    ) -> Result<Response<w::GroupDetail>, Status> {
+        let name = request.into_inner().name;
+        let now = now_ms();
+        let fleet = self.fleet.read();
+        let eval = rules::evaluate(&fleet.connectors, now, &self.rules);
+        let Some(group) = eval.groups.iter().find(|g| g.name == name) else {
+            return Err(Status::not_found(format!(
+                "no group `{name}`: run `connwatch-aggregator groups` to list them"
+            )));
+        };
+        let members: Vec<&ConnectorEval> =
+            eval.connectors.iter().filter(|c| c.group == name).collect();
+        let pairs: Vec<(&str, &crate::store::StoredConnector)> = members
+            .iter()
+            .filter(|m| m.active)
+            .filter_map(|m| fleet.connectors.get(&m.id).map(|e| (m.id.as_str(), e)))
+            .collect();
+        let endpoints: Vec<String> = rules::reachability(&pairs).into_keys().collect();
+        let reachability = pairs
+            .iter()
+            .map(|(id, entry)| w::ReachabilityRow {
+                connector: id.to_string(),
+                outcomes: endpoints
+                    .iter()
+                    .map(|name| {
+                        entry
+                            .latest
+                            .as_ref()
+                            .and_then(|r| {
+                                r.endpoints.iter().find(|e| e.required && &e.name == name)
+                            })
+                            .map(|e| connect_outcome_name(e.outcome))
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(w::GroupDetail {
+            summary: Some(group_summary(group, &self.rules)),
+            members: members
+                .iter()
+                .map(|c| connector_summary(c, &fleet))
+                .collect(),
+            findings: group.findings.iter().map(finding).collect(),
+            endpoints,
+            reachability,
+        }))
+    }
+
+    async fn list_certs(
+        &self,
+        request: Request<w::ListCertsRequest>,
+    ) -> Result<Response<w::ListCertsResponse>, Status> {
+        let within = request.into_inner().expiring_within_ms;
+        let now = now_ms();
+        let fleet = self.fleet.read();
+        let mut certs = Vec::new();
+        for (id, entry) in &fleet.connectors {
+            if rules::is_retired(entry, now, &self.rules) {
+                continue;
+            }
+            let Some(report) = &entry.latest else {
+                continue;
+            };
+            for c in &report.trust_certs {
+                let left = c.not_after_ms - now;
+                if within > 0 && c.found && left > within {
+                    continue;
+                }
+                certs.push(w::CertEntry {
+                    connector: id.clone(),
+                    group: entry.group.clone(),
+                    active: rules::is_active(entry, now, &self.rules),
+                    source: c.source.clone(),
+                    subject: c.subject.clone(),
+                    issuer: c.issuer.clone(),
+                    thumbprint: c.thumbprint.clone(),
+                    not_after_ms: c.not_after_ms,
+                    days_left: left.div_euclid(86_400_000),
+                    found: c.found,
+                    thumbprint_matched: c.thumbprint_matched,
+                });
+            }
+        }
+        // Missing certificates first (they are already broken), then soonest expiry.
+        certs.sort_by_key(|c| (c.found, c.not_after_ms, c.connector.clone()));
+        Ok(Response::new(w::ListCertsResponse { certs }))
+    }
+
+    async fn list_findings(
+        &self,
+        request: Request<w::ListFindingsRequest>,
+    ) -> Result<Response<w::ListFindingsResponse>, Status> {
+        let req = request.into_inner();
+        let code = if req.code.is_empty() {
+            None
+        } else {
+            Some(Code::parse(&req.code).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown finding code `{}`; known codes: {}",
+                    req.code,
+                    Code::ALL.map(Code::as_str).join(", ")
+                ))
+            })?)
+        };
+        let min = severity_from_wire(req.min_severity);
+        let eval = self.evaluate(now_ms());
+        let findings = eval
+            .all_findings()
+            .iter()
+            .filter(|f| code.is_none_or(|c| f.code == c))
+            .filter(|f| min.is_none_or(|m| f.severity >= m))
+            .map(finding)
+            .collect();
+        Ok(Response::new(w::ListFindingsResponse { findings }))
     }
 }

@@ -2,12 +2,14 @@
 //! thresholds to findings per connector and per group. No I/O and no clock reads, so
 //! every rule is table-tested.
 
-use crate::config::RulesConfig;
+use crate::config::{RulesConfig, Thresholds};
 use crate::remedy::remediation;
 use crate::store::StoredConnector;
+use crate::version::Version;
+use connwatch_proto::enum_names;
 use connwatch_shared::finding::{Code, Finding, Health, Scope, Severity};
 use connwatch_shared::time::{compact_ms, rfc3339};
-use connwatch_shared::wire::{ConnectOutcome, Report, ServiceRole, ServiceState};
+use connwatch_shared::wire::{ConnectOutcome, Report, ServiceRole, ServiceState, StartType};
 use std::collections::BTreeMap;
 
 const DAY_MS: i64 = 86_400_000;
@@ -87,38 +89,85 @@ pub fn is_retired(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> bo
     now_ms - entry.last_seen_ms > ms(cfg.retire_after)
 }
 
+/// Whether a connector reported within its group's `inactive_after`.
+pub fn is_active(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> bool {
+    now_ms - entry.last_seen_ms <= ms(cfg.for_group(&entry.group).inactive_after)
+}
+
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Evaluates the whole fleet.
-pub fn evaluate<'a>(
+/// What a connector's rules need to know about the rest of its group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupContext {
+    /// The newest connector version among the group's active members.
+    pub newest_version: Option<Version>,
+}
+
+fn connector_version(entry: &StoredConnector) -> Option<Version> {
+    entry
+        .latest
+        .as_ref()
+        .and_then(|r| r.version.as_ref())
+        .and_then(|v| Version::parse(&v.connector_version))
+}
+
+/// The group context of every group, from the live connectors.
+pub fn group_contexts<'a>(
     connectors: impl IntoIterator<Item = (&'a String, &'a StoredConnector)>,
     now_ms: i64,
     cfg: &RulesConfig,
+) -> BTreeMap<String, GroupContext> {
+    let mut out: BTreeMap<String, GroupContext> = BTreeMap::new();
+    for (_, entry) in connectors {
+        if !is_active(entry, now_ms, cfg) {
+            continue;
+        }
+        let ctx = out.entry(entry.group.clone()).or_default();
+        if let Some(v) = connector_version(entry)
+            && ctx.newest_version.as_ref().is_none_or(|n| v > *n)
+        {
+            ctx.newest_version = Some(v);
+        }
+    }
+    out
+}
+
+/// Evaluates the whole fleet.
+pub fn evaluate(
+    connectors: &BTreeMap<String, StoredConnector>,
+    now_ms: i64,
+    cfg: &RulesConfig,
 ) -> Evaluation {
+    let contexts = group_contexts(connectors, now_ms, cfg);
+    let none = GroupContext::default();
     let mut evals = Vec::new();
-    let mut groups: BTreeMap<String, Vec<usize>> = cfg
+    let mut members: BTreeMap<String, Vec<usize>> = cfg
         .groups
         .iter()
         .map(|g| (g.name.clone(), Vec::new()))
         .collect();
+    let mut entries = Vec::new();
     for (id, entry) in connectors {
         if is_retired(entry, now_ms, cfg) {
             continue;
         }
-        let eval = evaluate_connector(id, entry, now_ms, cfg);
-        groups
+        let ctx = contexts.get(&entry.group).unwrap_or(&none);
+        let eval = evaluate_connector(id, entry, now_ms, cfg, ctx);
+        members
             .entry(eval.group.clone())
             .or_default()
             .push(evals.len());
         evals.push(eval);
+        entries.push(entry);
     }
-    let groups = groups
+    let groups = members
         .into_iter()
-        .map(|(name, members)| {
-            let members: Vec<&ConnectorEval> = members.iter().map(|&i| &evals[i]).collect();
-            evaluate_group(&name, &members, now_ms, cfg)
+        .map(|(name, idx)| {
+            let m: Vec<(&ConnectorEval, &StoredConnector)> =
+                idx.iter().map(|&i| (&evals[i], entries[i])).collect();
+            evaluate_group(&name, &m, now_ms, cfg)
         })
         .collect();
     Evaluation {
@@ -127,15 +176,17 @@ pub fn evaluate<'a>(
     }
 }
 
-/// Evaluates one connector from its registry entry.
+/// Evaluates one connector from its registry entry and its group's context.
 pub fn evaluate_connector(
     id: &str,
     entry: &StoredConnector,
     now_ms: i64,
     cfg: &RulesConfig,
+    ctx: &GroupContext,
 ) -> ConnectorEval {
+    let t = cfg.for_group(&entry.group);
     let silent_ms = now_ms - entry.last_seen_ms;
-    let active = silent_ms <= ms(cfg.inactive_after);
+    let active = is_active(entry, now_ms, cfg);
     let mut f = Findings::new(id, Scope::Connector);
     let observed = entry
         .latest
@@ -148,22 +199,40 @@ pub fn evaluate_connector(
             format!("no report for {}", compact_ms(silent_ms)),
             vec![
                 ("last_seen".into(), rfc3339(entry.last_seen_ms)),
-                ("inactive_after".into(), format!("{:?}", cfg.inactive_after)),
+                (
+                    "inactive_after".into(),
+                    humantime::format_duration(t.inactive_after).to_string(),
+                ),
             ],
             now_ms,
+        );
+    }
+    if !cfg.groups.is_empty() && !cfg.is_declared(&entry.group) {
+        f.push(
+            Code::UnassignedConnector,
+            Severity::Warning,
+            format!("reports group `{}`, which is not declared", entry.group),
+            vec![("group".into(), entry.group.clone())],
+            observed,
         );
     }
     if let Some(report) = &entry.latest {
         // Certificates expire whether or not the host reports; the rest of an inactive
         // connector's facts are stale and would only repeat its last state.
-        cert_findings(&mut f, report, now_ms, observed, cfg);
+        cert_findings(&mut f, report, now_ms, observed, t);
         if active {
             service_findings(&mut f, report, observed);
             endpoint_findings(&mut f, report, observed);
+            backend_findings(&mut f, report, observed);
+            proxy_findings(&mut f, report, observed);
+            version_findings(&mut f, report, observed, t, ctx);
+            clock_findings(&mut f, entry, observed, cfg);
+            log_findings(&mut f, report, observed);
             probe_findings(&mut f, report, observed);
         }
     }
     let mut findings = f.done();
+    link_causes(&mut findings);
     sort_findings(&mut findings);
     ConnectorEval {
         id: id.to_string(),
@@ -171,6 +240,55 @@ pub fn evaluate_connector(
         active,
         health: Health::from_severities(findings.iter().map(|f| f.severity)),
         findings,
+    }
+}
+
+/// Where one finding explains another, say so in the explained one's evidence, so an
+/// operator fixes the cause rather than chasing the symptom.
+fn link_causes(findings: &mut [Finding]) {
+    const CAUSES: &[(Code, Code, &[&str])] = &[
+        (
+            Code::TrustCertExpired,
+            Code::KnownErrorLogged,
+            &["trust-cert-expired", "config-download-failed"],
+        ),
+        (
+            Code::TrustCertMissing,
+            Code::KnownErrorLogged,
+            &["config-download-failed"],
+        ),
+        (
+            Code::ClockSkew,
+            Code::KnownErrorLogged,
+            &["kerberos-12008", "kerberos-13019", "kerberos-13022"],
+        ),
+        (
+            Code::TlsIntercepted,
+            Code::KnownErrorLogged,
+            &["connector-unauthorized"],
+        ),
+        (
+            Code::EndpointUnreachable,
+            Code::KnownErrorLogged,
+            &["service-unreachable"],
+        ),
+        (Code::UpdaterNotRunning, Code::VersionBehind, &[]),
+    ];
+    let present: Vec<Code> = findings.iter().map(|f| f.code).collect();
+    for f in findings.iter_mut() {
+        for (cause, effect, signatures) in CAUSES {
+            if f.code != *effect || !present.contains(cause) {
+                continue;
+            }
+            let matches = signatures.is_empty()
+                || f.evidence
+                    .iter()
+                    .any(|(k, v)| k == "signature" && signatures.contains(&v.as_str()));
+            if matches {
+                f.evidence
+                    .push(("explained_by".into(), cause.as_str().into()));
+            }
+        }
     }
 }
 
@@ -214,7 +332,7 @@ impl Findings {
     }
 }
 
-fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, cfg: &RulesConfig) {
+fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, t: &Thresholds) {
     for c in &r.trust_certs {
         if !c.found || !c.thumbprint_matched {
             let why = if c.found {
@@ -238,10 +356,26 @@ fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, cfg: 
         let evidence = vec![
             ("source".into(), c.source.clone()),
             ("subject".into(), c.subject.clone()),
+            ("issuer".into(), c.issuer.clone()),
             ("thumbprint".into(), c.thumbprint.clone()),
             ("not_after".into(), rfc3339(c.not_after_ms)),
             ("days_left".into(), (left.div_euclid(DAY_MS)).to_string()),
         ];
+        let issuer = c.issuer.to_ascii_lowercase();
+        if !t.expected_cert_issuers.is_empty()
+            && !t
+                .expected_cert_issuers
+                .iter()
+                .any(|e| issuer.contains(&e.to_ascii_lowercase()))
+        {
+            f.push(
+                Code::TrustCertIssuer,
+                Severity::Critical,
+                format!("trust certificate issued by {}", c.issuer),
+                evidence.clone(),
+                observed,
+            );
+        }
         if left <= 0 {
             f.push(
                 Code::TrustCertExpired,
@@ -250,8 +384,8 @@ fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, cfg: 
                 evidence,
                 observed,
             );
-        } else if left <= ms(cfg.cert_warning) {
-            let severity = if left <= ms(cfg.cert_critical) {
+        } else if left <= ms(t.cert_warning) {
+            let severity = if left <= ms(t.cert_critical) {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -269,7 +403,8 @@ fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, cfg: 
 
 fn service_findings(f: &mut Findings, r: &Report, observed: i64) {
     for s in &r.services {
-        if s.state == ServiceState::Running as i32 {
+        let disabled = s.start_type == StartType::Disabled as i32;
+        if s.state == ServiceState::Running as i32 && !disabled {
             continue;
         }
         let code = match ServiceRole::try_from(s.role) {
@@ -282,14 +417,21 @@ fn service_findings(f: &mut Findings, r: &Report, observed: i64) {
         } else {
             Severity::Warning
         };
-        let state = connwatch_proto::enum_names::service_state_name(s.state);
+        let state = enum_names::service_state_name(s.state);
+        let start = enum_names::start_type_name(s.start_type);
+        let summary = if disabled {
+            format!("service {} is {state} and disabled", s.name)
+        } else {
+            format!("service {} is {state}", s.name)
+        };
         f.push(
             code,
             severity,
-            format!("service {} is {state}", s.name),
+            summary,
             vec![
                 ("service".into(), s.name.clone()),
                 ("state".into(), state),
+                ("start_type".into(), start),
                 ("source".into(), s.source.clone()),
             ],
             observed,
@@ -299,24 +441,196 @@ fn service_findings(f: &mut Findings, r: &Report, observed: i64) {
 
 fn endpoint_findings(f: &mut Findings, r: &Report, observed: i64) {
     for e in &r.endpoints {
-        if e.outcome == ConnectOutcome::Ok as i32 {
+        let base = vec![
+            ("endpoint".to_string(), e.name.clone()),
+            ("address".to_string(), e.address.clone()),
+        ];
+        if e.outcome != ConnectOutcome::Ok as i32 {
+            let cause = enum_names::connect_outcome_name(e.outcome);
+            let severity = if e.required {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            let mut evidence = base;
+            evidence.push(("cause".into(), cause.clone()));
+            evidence.push(("error".into(), e.error.clone()));
+            f.push(
+                Code::EndpointUnreachable,
+                severity,
+                format!("{} ({}) {cause}", e.name, e.address),
+                evidence,
+                observed,
+            );
             continue;
         }
-        let cause = connwatch_proto::enum_names::connect_outcome_name(e.outcome);
-        let severity = if e.required {
-            Severity::Critical
+        let Some(tls) = &e.tls else { continue };
+        if tls.version_too_old {
+            let mut evidence = base.clone();
+            evidence.push(("protocol".into(), tls.protocol.clone()));
+            evidence.push(("error".into(), tls.error.clone()));
+            f.push(
+                Code::TlsTooOld,
+                Severity::Critical,
+                format!("{} cannot negotiate TLS 1.2 or later", e.name),
+                evidence,
+                observed,
+            );
+        }
+        if tls.issuer_checked && !tls.issuer_expected && !tls.chain.is_empty() {
+            let mut evidence = base;
+            for (i, c) in tls.chain.iter().enumerate() {
+                evidence.push((
+                    format!("chain[{i}]"),
+                    format!("{} issued by {}", c.subject, c.issuer),
+                ));
+            }
+            let top = tls.chain.last().map_or("", |c| c.issuer.as_str());
+            f.push(
+                Code::TlsIntercepted,
+                Severity::Critical,
+                format!("{} presents a chain from {top}", e.name),
+                evidence,
+                observed,
+            );
+        }
+    }
+}
+
+fn backend_findings(f: &mut Findings, r: &Report, observed: i64) {
+    for b in &r.backends {
+        if b.http_status != 0 && b.http_status < 500 {
+            continue;
+        }
+        let what = if b.http_status == 0 {
+            b.error.clone()
         } else {
-            Severity::Warning
+            format!("HTTP {}", b.http_status)
         };
         f.push(
-            Code::EndpointUnreachable,
-            severity,
-            format!("{} ({}) {cause}", e.name, e.address),
+            Code::BackendUnreachable,
+            Severity::Warning,
+            format!("{}: {what}", b.url),
             vec![
-                ("endpoint".into(), e.name.clone()),
-                ("address".into(), e.address.clone()),
-                ("cause".into(), cause),
-                ("error".into(), e.error.clone()),
+                ("url".into(), b.url.clone()),
+                ("http_status".into(), b.http_status.to_string()),
+                ("error".into(), b.error.clone()),
+                ("latency_ms".into(), b.latency_ms.to_string()),
+            ],
+            observed,
+        );
+    }
+}
+
+fn normalise_proxy(p: &str) -> String {
+    p.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn proxy_findings(f: &mut Findings, r: &Report, observed: i64) {
+    let Some(p) = &r.proxy else { return };
+    if p.connector_proxy.is_empty() || p.updater_proxy.is_empty() {
+        return;
+    }
+    if normalise_proxy(&p.connector_proxy) != normalise_proxy(&p.updater_proxy) {
+        f.push(
+            Code::ProxyMismatch,
+            Severity::Warning,
+            format!(
+                "connector uses {}, updater uses {}",
+                p.connector_proxy, p.updater_proxy
+            ),
+            vec![
+                ("connector_proxy".into(), p.connector_proxy.clone()),
+                ("updater_proxy".into(), p.updater_proxy.clone()),
+                ("system_proxy".into(), p.system_proxy.clone()),
+            ],
+            observed,
+        );
+    }
+}
+
+fn version_findings(
+    f: &mut Findings,
+    r: &Report,
+    observed: i64,
+    t: &Thresholds,
+    ctx: &GroupContext,
+) {
+    let Some(v) = r
+        .version
+        .as_ref()
+        .and_then(|v| Version::parse(&v.connector_version))
+    else {
+        return;
+    };
+    let behind_min = t.min_version.as_ref().filter(|m| v < **m);
+    let behind_group = ctx.newest_version.as_ref().filter(|n| v < **n);
+    let (reference, why) = match (behind_min, behind_group) {
+        (Some(m), _) => (m, "the configured minimum"),
+        (None, Some(n)) => (n, "the newest in its group"),
+        (None, None) => return,
+    };
+    f.push(
+        Code::VersionBehind,
+        Severity::Warning,
+        format!("runs {v}, older than {why} ({reference})"),
+        vec![
+            ("version".into(), v.to_string()),
+            ("reference".into(), reference.to_string()),
+            ("reference_is".into(), why.into()),
+        ],
+        observed,
+    );
+}
+
+/// Estimates the host's clock offset from the recent reports. Delivery delay only ever
+/// adds to (receive - collect), so the offset closest to zero is the one least
+/// inflated by the network or a spool; a slow link is never called skew.
+pub fn clock_skew_estimate(entry: &StoredConnector) -> Option<i64> {
+    entry
+        .recent_offsets_ms
+        .iter()
+        .copied()
+        .min_by_key(|o| o.unsigned_abs())
+}
+
+fn clock_findings(f: &mut Findings, entry: &StoredConnector, observed: i64, cfg: &RulesConfig) {
+    let Some(skew) = clock_skew_estimate(entry) else {
+        return;
+    };
+    if skew.unsigned_abs() as i64 <= ms(cfg.max_clock_skew) {
+        return;
+    }
+    let direction = if skew > 0 { "behind" } else { "ahead of" };
+    f.push(
+        Code::ClockSkew,
+        Severity::Warning,
+        format!(
+            "host clock is {} {direction} the aggregator's",
+            compact_ms(skew.abs())
+        ),
+        vec![
+            ("offset_ms".into(), skew.to_string()),
+            (
+                "max_clock_skew".into(),
+                humantime::format_duration(cfg.max_clock_skew).to_string(),
+            ),
+            ("reports".into(), entry.recent_offsets_ms.len().to_string()),
+        ],
+        observed,
+    );
+}
+
+fn log_findings(f: &mut Findings, r: &Report, observed: i64) {
+    for l in &r.log_signatures {
+        f.push(
+            Code::KnownErrorLogged,
+            Severity::Warning,
+            format!("{} logged {} time(s)", l.id, l.count),
+            vec![
+                ("signature".into(), l.id.clone()),
+                ("count".into(), l.count.to_string()),
+                ("last_line".into(), l.last_line.clone()),
             ],
             observed,
         );
@@ -338,23 +652,25 @@ fn probe_findings(f: &mut Findings, r: &Report, observed: i64) {
     }
 }
 
-/// Evaluates a group from its members' evaluations.
+/// Evaluates a group from its members' evaluations and entries.
 pub fn evaluate_group(
     name: &str,
-    members: &[&ConnectorEval],
+    members: &[(&ConnectorEval, &StoredConnector)],
     now_ms: i64,
     cfg: &RulesConfig,
 ) -> GroupEval {
-    let total = u32::try_from(members.len()).unwrap_or(u32::MAX);
-    let active = u32::try_from(members.iter().filter(|m| m.active).count()).unwrap_or(u32::MAX);
-    let healthy = u32::try_from(
-        members
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let total = count(members.len());
+    let active_members: Vec<&(&ConnectorEval, &StoredConnector)> =
+        members.iter().filter(|(m, _)| m.active).collect();
+    let active = count(active_members.len());
+    let healthy = count(
+        active_members
             .iter()
-            .filter(|m| m.active && m.health != Health::Critical)
+            .filter(|(m, _)| m.health != Health::Critical)
             .count(),
-    )
-    .unwrap_or(u32::MAX);
-    let min = cfg.min_healthy_for(name);
+    );
+    let min = cfg.for_group(name).min_healthy;
     let mut f = Findings::new(name, Scope::Group);
     let evidence = vec![
         ("members".into(), total.to_string()),
@@ -379,18 +695,18 @@ pub fn evaluate_group(
             now_ms,
         );
     }
+    split_reachability(&mut f, &active_members, now_ms);
+    mixed_versions(&mut f, &active_members, now_ms);
     let findings = f.done();
-    let worst = findings
-        .iter()
-        .chain(members.iter().flat_map(|m| m.findings.iter()))
-        .max_by(|a, b| a.severity.cmp(&b.severity).then(b.code.cmp(&a.code)))
-        .map(|f| f.code);
-    let health = Health::from_severities(
+    let all = || {
         findings
             .iter()
-            .chain(members.iter().flat_map(|m| m.findings.iter()))
-            .map(|f| f.severity),
-    );
+            .chain(members.iter().flat_map(|(m, _)| m.findings.iter()))
+    };
+    let worst = all()
+        .max_by(|a, b| a.severity.cmp(&b.severity).then(b.code.cmp(&a.code)))
+        .map(|f| f.code);
+    let health = Health::from_severities(all().map(|f| f.severity));
     GroupEval {
         name: name.to_string(),
         active,
@@ -400,6 +716,83 @@ pub fn evaluate_group(
         health,
         worst,
     }
+}
+
+/// The reachability of each required endpoint, by endpoint name, across members:
+/// (member id, reachable).
+pub fn reachability(members: &[(&str, &StoredConnector)]) -> BTreeMap<String, Vec<(String, bool)>> {
+    let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+    for (id, entry) in members {
+        let Some(r) = &entry.latest else { continue };
+        for e in r.endpoints.iter().filter(|e| e.required) {
+            out.entry(e.name.clone())
+                .or_default()
+                .push((id.to_string(), e.outcome == ConnectOutcome::Ok as i32));
+        }
+    }
+    out
+}
+
+fn split_reachability(
+    f: &mut Findings,
+    members: &[&(&ConnectorEval, &StoredConnector)],
+    now_ms: i64,
+) {
+    let pairs: Vec<(&str, &StoredConnector)> =
+        members.iter().map(|(m, e)| (m.id.as_str(), *e)).collect();
+    for (endpoint, results) in reachability(&pairs) {
+        let (ok, failing): (Vec<_>, Vec<_>) = results.iter().partition(|(_, up)| *up);
+        if ok.is_empty() || failing.is_empty() {
+            continue;
+        }
+        let names = |v: &[&(String, bool)]| {
+            v.iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        f.push(
+            Code::GroupSplitReachability,
+            Severity::Warning,
+            format!(
+                "{endpoint} is reachable from {} of {} members",
+                ok.len(),
+                results.len()
+            ),
+            vec![
+                ("endpoint".into(), endpoint.clone()),
+                ("reachable_from".into(), names(&ok)),
+                ("unreachable_from".into(), names(&failing)),
+            ],
+            now_ms,
+        );
+    }
+}
+
+fn mixed_versions(f: &mut Findings, members: &[&(&ConnectorEval, &StoredConnector)], now_ms: i64) {
+    let mut versions: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (m, e) in members {
+        if let Some(v) = connector_version(e) {
+            versions
+                .entry(v.to_string())
+                .or_default()
+                .push(m.id.as_str());
+        }
+    }
+    if versions.len() < 2 {
+        return;
+    }
+    let evidence = versions
+        .iter()
+        .map(|(v, ids)| (format!("version {v}"), ids.join(", ")))
+        .collect();
+    f.push(
+        Code::GroupMixedVersions,
+        Severity::Info,
+        format!("members run {} different versions", versions.len()),
+        evidence,
+        now_ms,
+    );
 }
 
 #[cfg(test)]

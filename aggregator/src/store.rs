@@ -46,6 +46,9 @@ pub struct StoredConnector {
     /// Receive time minus collection time of the latest report.
     #[prost(int64, tag = "7")]
     pub clock_offset_ms: i64,
+    /// The same for the last few reports, newest last, for clock-skew estimates.
+    #[prost(int64, repeated, tag = "8")]
+    pub recent_offsets_ms: Vec<i64>,
 }
 
 /// One report as kept in history.

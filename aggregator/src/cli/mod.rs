@@ -2,6 +2,7 @@
 //! certificate, asks one question, and prints the answer as a table or as JSON. It
 //! never opens the store.
 
+pub mod commands;
 pub mod table;
 
 use anyhow::Context;

@@ -42,21 +42,122 @@ fn clip(text: &str, width: usize) -> String {
 /// The group table.
 pub fn groups(groups: &[w::GroupSummary], colour: bool) -> String {
     let mut out = format!(
-        "{:<24} {:>9}  {:<9} {}\n",
-        "GROUP", "ACTIVE", "HEALTH", "WORST FINDING"
+        "{:<24} {:>9} {:>8}  {:<9} {}\n",
+        "GROUP", "ACTIVE", "HEALTHY", "HEALTH", "WORST FINDING"
     );
     for g in groups {
         let _ = writeln!(
             out,
-            "{:<24} {:>9}  {} {}",
+            "{:<24} {:>9} {:>8}  {} {}",
             clip(&g.name, 24),
             format!("{}/{}", g.active, g.total),
+            g.healthy,
             pad(&health_name(g.health), 9, colour),
-            if g.worst_finding.is_empty() {
-                "-"
+            dash(&g.worst_finding)
+        );
+    }
+    out
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+/// One group: summary, members, reachability matrix, group findings.
+pub fn group(g: &w::GroupDetail, now_ms: i64, colour: bool) -> String {
+    let mut out = String::new();
+    if let Some(s) = &g.summary {
+        let _ = writeln!(
+            out,
+            "group {}  health {}  active {}/{}  healthy {}{}\n",
+            s.name,
+            paint(&health_name(s.health), colour),
+            s.active,
+            s.total,
+            s.healthy,
+            if s.declared {
+                ""
             } else {
-                &g.worst_finding
+                "  (not declared in the config)"
             }
+        );
+    }
+    out.push_str(&connectors(&g.members, now_ms, colour));
+    if !g.endpoints.is_empty() {
+        const SHOWN: usize = 6;
+        const WIDTH: usize = 11;
+        out.push_str("\nreachability of required endpoints (active members)\n");
+        let _ = write!(out, "{:<24}", "CONNECTOR");
+        for e in g.endpoints.iter().take(SHOWN) {
+            let _ = write!(out, " {:<WIDTH$}", clip(e, WIDTH));
+        }
+        out.push('\n');
+        for row in &g.reachability {
+            let _ = write!(out, "{:<24}", clip(&row.connector, 24));
+            for o in row.outcomes.iter().take(SHOWN) {
+                let _ = write!(out, " {:<WIDTH$}", clip(dash(o), WIDTH));
+            }
+            out.push('\n');
+        }
+        if g.endpoints.len() > SHOWN {
+            let _ = writeln!(
+                out,
+                "({} more endpoints in --json)",
+                g.endpoints.len() - SHOWN
+            );
+        }
+    }
+    out.push('\n');
+    out.push_str(&findings(&g.findings, colour));
+    out
+}
+
+/// Trust certificates, soonest expiry first.
+pub fn certs(certs: &[w::CertEntry], colour: bool) -> String {
+    if certs.is_empty() {
+        return "no trust certificates\n".into();
+    }
+    let mut out = format!(
+        "{:<22} {:<14} {:>9}  {:<20} {:<9} {}\n",
+        "CONNECTOR", "GROUP", "DAYS LEFT", "NOT AFTER", "STATE", "THUMBPRINT"
+    );
+    for c in certs {
+        // The word shown, and the health whose colour it takes.
+        let (word, health) = match (c.found, c.thumbprint_matched, c.days_left) {
+            (false, _, _) => ("missing", "critical"),
+            (true, false, _) => ("mismatch", "critical"),
+            (true, true, d) if d < 0 => ("expired", "critical"),
+            (true, true, d) if d < 7 => ("critical", "critical"),
+            (true, true, d) if d < 30 => ("warning", "warning"),
+            _ => ("ok", "healthy"),
+        };
+        let state = if colour {
+            let code = match health {
+                "critical" => "31",
+                "warning" => "33",
+                _ => "32",
+            };
+            format!("\x1b[{code}m{word:<9}\x1b[0m")
+        } else {
+            format!("{word:<9}")
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:<14} {:>9}  {:<20} {} {}",
+            clip(&c.connector, 22),
+            clip(&c.group, 14),
+            if c.found {
+                c.days_left.to_string()
+            } else {
+                "-".into()
+            },
+            if c.found {
+                rfc3339(c.not_after_ms)
+            } else {
+                "-".into()
+            },
+            state,
+            clip(&c.thumbprint, 20)
         );
     }
     out

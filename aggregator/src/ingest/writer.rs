@@ -12,6 +12,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// How many recent clock offsets a connector's entry keeps.
+const RECENT_OFFSETS: usize = 5;
+
 /// A report waiting to be committed.
 #[derive(Debug)]
 pub struct Submission {
@@ -75,6 +78,14 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
                 outcomes.push(AckOutcome::Duplicate);
                 continue;
             }
+            let offset = s.received_ms - s.report.collected_at_ms;
+            let mut recent_offsets_ms: Vec<i64> = prev
+                .map(|p| p.recent_offsets_ms.clone())
+                .unwrap_or_default();
+            recent_offsets_ms.push(offset);
+            if recent_offsets_ms.len() > RECENT_OFFSETS {
+                recent_offsets_ms.remove(0);
+            }
             let entry = StoredConnector {
                 group: s.report.group.clone(),
                 first_seen_ms: prev.map_or(s.received_ms, |p| p.first_seen_ms),
@@ -82,7 +93,8 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
                 epoch: s.report.epoch,
                 last_seq: s.report.seq,
                 latest: Some(s.report.clone()),
-                clock_offset_ms: s.received_ms - s.report.collected_at_ms,
+                clock_offset_ms: offset,
+                recent_offsets_ms,
             };
             overlay.insert(s.connector.clone(), entry.clone());
             writes.push(Write {

@@ -1,8 +1,11 @@
 //! Table tests for the rules, boundaries included.
 
 use super::*;
-use crate::config::GroupConfig;
-use connwatch_shared::wire::{EndpointCheck, ProbeError, ServiceStatus, TrustCertificate};
+use crate::config::{GroupConfig, Thresholds};
+use connwatch_shared::wire::{
+    BackendCheck, EndpointCheck, LogSignature, PresentedCertificate, ProbeError, ProxySettings,
+    ServiceStatus, TlsResult, TrustCertificate, VersionInfo,
+};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -15,7 +18,12 @@ fn entry(report: Report, last_seen_ms: i64) -> StoredConnector {
         last_seq: report.seq,
         latest: Some(report),
         clock_offset_ms: 0,
+        recent_offsets_ms: vec![20, 15, 30],
     }
+}
+
+fn eval_one(e: &StoredConnector, cfg: &RulesConfig) -> ConnectorEval {
+    evaluate_connector("c1", e, NOW, cfg, &GroupContext::default())
 }
 
 fn healthy_report() -> Report {
@@ -44,6 +52,7 @@ fn healthy_report() -> Report {
 fn cert(not_after_ms: i64) -> TrustCertificate {
     TrustCertificate {
         source: "trust.pem".into(),
+        issuer: "CN=connectorregistrationca.msappproxy.net".into(),
         found: true,
         thumbprint_matched: true,
         not_after_ms,
@@ -58,9 +67,9 @@ fn codes(eval: &ConnectorEval) -> Vec<(Code, Severity)> {
 #[test]
 fn connector_rules_table() {
     let cfg = RulesConfig::default();
-    let inactive = ms(cfg.inactive_after);
-    let warn = ms(cfg.cert_warning);
-    let crit = ms(cfg.cert_critical);
+    let inactive = ms(cfg.defaults.inactive_after);
+    let warn = ms(cfg.defaults.cert_warning);
+    let crit = ms(cfg.defaults.cert_critical);
     type Case = (
         &'static str,
         Box<dyn Fn(&mut Report)>,
@@ -169,6 +178,131 @@ fn connector_rules_table() {
             vec![(Code::ProbeFailed, Severity::Warning)],
         ),
         (
+            "connector service disabled but running",
+            Box::new(|r| r.services[0].start_type = StartType::Disabled as i32),
+            NOW,
+            vec![(Code::ServiceNotRunning, Severity::Critical)],
+        ),
+        (
+            "issuer is not the registration CA",
+            Box::new(|r| r.trust_certs[0].issuer = "CN=Some Other CA".into()),
+            NOW,
+            vec![(Code::TrustCertIssuer, Severity::Critical)],
+        ),
+        (
+            "TLS older than 1.2",
+            Box::new(|r| {
+                r.endpoints[0].tls = Some(TlsResult {
+                    version_too_old: true,
+                    protocol: "TLSv1.1".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![(Code::TlsTooOld, Severity::Critical)],
+        ),
+        (
+            "chain from an unexpected issuer",
+            Box::new(|r| {
+                r.endpoints[0].tls = Some(TlsResult {
+                    protocol: "TLSv1.3".into(),
+                    issuer_checked: true,
+                    issuer_expected: false,
+                    chain: vec![PresentedCertificate {
+                        subject: "CN=svc".into(),
+                        issuer: "CN=Inspecting Proxy CA".into(),
+                        not_after_ms: NOW + DAY_MS,
+                    }],
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![(Code::TlsIntercepted, Severity::Critical)],
+        ),
+        (
+            "chain not checked is not interception",
+            Box::new(|r| {
+                r.endpoints[0].tls = Some(TlsResult {
+                    issuer_checked: false,
+                    chain: vec![PresentedCertificate::default()],
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "backend answers 503",
+            Box::new(|r| {
+                r.backends = vec![BackendCheck {
+                    url: "http://app".into(),
+                    http_status: 503,
+                    ..Default::default()
+                }]
+            }),
+            NOW,
+            vec![(Code::BackendUnreachable, Severity::Warning)],
+        ),
+        (
+            "backend answers 401 (reachable)",
+            Box::new(|r| {
+                r.backends = vec![BackendCheck {
+                    url: "http://app".into(),
+                    http_status: 401,
+                    ..Default::default()
+                }]
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "proxy mismatch",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxy:8080".into(),
+                    updater_proxy: "direct".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![(Code::ProxyMismatch, Severity::Warning)],
+        ),
+        (
+            "same proxy, spelt differently",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://Proxy:8080/".into(),
+                    updater_proxy: "http://proxy:8080".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "one proxy unknown is no mismatch",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxy:8080".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "known error logged",
+            Box::new(|r| {
+                r.log_signatures = vec![LogSignature {
+                    id: "service-unreachable".into(),
+                    count: 3,
+                    last_line: "x".into(),
+                }]
+            }),
+            NOW,
+            vec![(Code::KnownErrorLogged, Severity::Warning)],
+        ),
+        (
             "inactive: stale facts are not repeated, expiry still counts",
             Box::new(move |r| {
                 r.services[0].state = ServiceState::Stopped as i32;
@@ -184,7 +318,7 @@ fn connector_rules_table() {
     for (name, mutate, last_seen, want) in cases {
         let mut r = healthy_report();
         mutate(&mut r);
-        let eval = evaluate_connector("c1", &entry(r, last_seen), NOW, &cfg);
+        let eval = eval_one(&entry(r, last_seen), &cfg);
         assert_eq!(codes(&eval), want, "{name}");
         let want_health = Health::from_severities(want.iter().map(|(_, s)| *s));
         assert_eq!(eval.health, want_health, "{name}");
@@ -214,7 +348,14 @@ fn group_rules_table() {
     let mut cfg = RulesConfig::default();
     cfg.groups.push(GroupConfig {
         name: "empty".into(),
-        min_healthy: 1,
+        thresholds: Thresholds {
+            min_healthy: 1,
+            ..Thresholds::default()
+        },
+    });
+    cfg.groups.push(GroupConfig {
+        name: "eu".into(),
+        thresholds: Thresholds::default(),
     });
     let stopped = || {
         let mut r = healthy_report();
@@ -292,4 +433,130 @@ fn group_worst_finding_comes_from_members_too() {
     assert_eq!(eval.groups[0].worst, Some(Code::TrustCertExpiring));
     assert_eq!(eval.groups[0].health, Health::Warning);
     assert_eq!(eval.all_findings().len(), 1);
+}
+
+#[test]
+fn inactive_after_is_per_group() {
+    let mut cfg = RulesConfig::default();
+    cfg.groups.push(GroupConfig {
+        name: "eu".into(),
+        thresholds: Thresholds {
+            inactive_after: std::time::Duration::from_secs(10),
+            ..Thresholds::default()
+        },
+    });
+    let e = entry(healthy_report(), NOW - 11_000);
+    assert_eq!(
+        codes(&eval_one(&e, &cfg)),
+        [(Code::Inactive, Severity::Warning)]
+    );
+    let mut other = e.clone();
+    other.group = "us".into();
+    assert_eq!(
+        codes(&eval_one(&other, &cfg)),
+        [(Code::UnassignedConnector, Severity::Warning)],
+        "us is not declared and keeps the 90 s default"
+    );
+}
+
+#[test]
+fn clock_skew_uses_the_least_delayed_report() {
+    let cfg = RulesConfig::default();
+    let five_min = 300_000;
+    for (offsets, want) in [
+        (vec![20, 15, 30], false),
+        // A report drained from a spool an hour late is delay, not skew.
+        (vec![3_600_000, 40, 25], false),
+        (
+            vec![five_min + 1_000, five_min + 900, five_min + 5_000],
+            true,
+        ),
+        (vec![-five_min - 10_000, -five_min - 9_000], true),
+        (vec![five_min, five_min], false),
+    ] {
+        let mut e = entry(healthy_report(), NOW);
+        e.recent_offsets_ms = offsets.clone();
+        let got = codes(&eval_one(&e, &cfg)).contains(&(Code::ClockSkew, Severity::Warning));
+        assert_eq!(got, want, "{offsets:?}");
+    }
+}
+
+#[test]
+fn version_behind_the_group_or_the_minimum() {
+    let mut cfg = RulesConfig::default();
+    let with_version = |v: &str| {
+        let mut r = healthy_report();
+        r.version = Some(VersionInfo {
+            connector_version: v.into(),
+            ..Default::default()
+        });
+        r
+    };
+    let mut fleet = BTreeMap::new();
+    fleet.insert("a".to_string(), entry(with_version("1.5.10.0"), NOW));
+    fleet.insert("b".to_string(), entry(with_version("1.5.9.0"), NOW));
+    let eval = evaluate(&fleet, NOW, &cfg);
+    let b = eval.connectors.iter().find(|c| c.id == "b").expect("b");
+    assert_eq!(codes(b), [(Code::VersionBehind, Severity::Warning)]);
+    let a = eval.connectors.iter().find(|c| c.id == "a").expect("a");
+    assert!(a.findings.is_empty(), "the newest is not behind");
+    let group: Vec<Code> = eval.groups[0].findings.iter().map(|f| f.code).collect();
+    assert_eq!(group, [Code::GroupMixedVersions]);
+
+    cfg.defaults.min_version = crate::version::Version::parse("1.6");
+    let eval = evaluate(&fleet, NOW, &cfg);
+    let a = eval.connectors.iter().find(|c| c.id == "a").expect("a");
+    assert_eq!(codes(a), [(Code::VersionBehind, Severity::Warning)]);
+}
+
+#[test]
+fn causes_are_linked_to_their_symptoms() {
+    let cfg = RulesConfig::default();
+    let mut r = healthy_report();
+    r.trust_certs = vec![cert(NOW - DAY_MS)];
+    r.log_signatures = vec![LogSignature {
+        id: "config-download-failed".into(),
+        count: 1,
+        last_line: "Connector failed to download the configuration.".into(),
+    }];
+    let eval = eval_one(&entry(r, NOW), &cfg);
+    let logged = eval
+        .findings
+        .iter()
+        .find(|f| f.code == Code::KnownErrorLogged)
+        .expect("log finding");
+    assert!(
+        logged
+            .evidence
+            .contains(&("explained_by".to_string(), "trust-cert-expired".to_string())),
+        "{:?}",
+        logged.evidence
+    );
+}
+
+#[test]
+fn split_reachability_names_both_sides() {
+    let cfg = RulesConfig::default();
+    let mut blocked = healthy_report();
+    blocked.endpoints[0].outcome = ConnectOutcome::TimedOut as i32;
+    let mut fleet = BTreeMap::new();
+    fleet.insert("a".to_string(), entry(healthy_report(), NOW));
+    fleet.insert("b".to_string(), entry(healthy_report(), NOW));
+    fleet.insert("c".to_string(), entry(blocked, NOW));
+    let eval = evaluate(&fleet, NOW, &cfg);
+    let split = eval.groups[0]
+        .findings
+        .iter()
+        .find(|f| f.code == Code::GroupSplitReachability)
+        .expect("split finding");
+    assert!(
+        split
+            .evidence
+            .contains(&("reachable_from".to_string(), "a, b".to_string()))
+    );
+    assert!(
+        split
+            .evidence
+            .contains(&("unreachable_from".to_string(), "c".to_string()))
+    );
 }

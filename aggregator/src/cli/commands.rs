@@ -1,0 +1,409 @@
+//! The operator's query commands: each connects, asks one question and prints the
+//! answer as a table or, with `--json`, as JSON with stable field names.
+
+use super::{Connect, explain, table};
+use clap::{Args, Subcommand};
+use connwatch_shared::time::{now_ms, parse_duration};
+use connwatch_shared::wire as w;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `--json` on every query.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Questions an operator can ask a running aggregator.
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Fleet summary: one line per group, then the most urgent findings.
+    Status {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+        /// How many findings to list (the most urgent first).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Every group: active/total, healthy, health and worst finding.
+    Groups {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// One group: members, versions, reachability of required endpoints, findings.
+    Group {
+        /// The group's name.
+        name: String,
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List connectors.
+    Connectors {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+        /// Only this group's connectors.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only connectors that are inactive or have warnings or critical findings.
+        #[arg(long)]
+        unhealthy: bool,
+        /// Only connectors with a finding of this code (e.g. trust-cert-expiring).
+        #[arg(long)]
+        finding: Option<String>,
+    },
+    /// One connector: findings with what to do, and its latest report.
+    Connector {
+        /// The connector id (the name on its certificate).
+        id: String,
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Every trust certificate in the fleet, soonest expiry first.
+    Certs {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+        /// Only certificates expiring within this long (e.g. `30d`), expired ones included.
+        #[arg(long, value_parser = parse_duration)]
+        expiring_within: Option<Duration>,
+    },
+    /// A connector's stored reports, in brief.
+    History {
+        /// The connector id.
+        id: String,
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+        /// Only reports received within this long (e.g. `24h`).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Findings across the fleet, most severe first.
+    Findings {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+        /// Only this code (e.g. endpoint-unreachable).
+        #[arg(long)]
+        code: Option<String>,
+        /// Only findings at least this severe.
+        #[arg(long, value_parser = ["info", "warning", "critical"])]
+        severity: Option<String>,
+    },
+    /// Health check for scripts and monitoring: exit 0 when healthy, 1 with warnings,
+    /// 2 with critical findings, 3 when the aggregator cannot answer.
+    Check {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+impl QueryCommand {
+    /// Runs the command; the exit code matters for `check`.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let colour = table::colour();
+        match self {
+            QueryCommand::Status { connect, out, top } => {
+                let s = connect
+                    .client()
+                    .await?
+                    .status(w::StatusRequest {})
+                    .await
+                    .map_err(explain)?;
+                let s = s.into_inner();
+                if out.json {
+                    json(&s)?;
+                } else {
+                    print!(
+                        "{}\n{}",
+                        table::groups(&s.groups, colour),
+                        table::findings(&s.findings[..s.findings.len().min(top)], colour)
+                    );
+                    if s.findings.len() > top {
+                        println!(
+                            "… {} more: `connwatch-aggregator findings`",
+                            s.findings.len() - top
+                        );
+                    }
+                }
+            }
+            QueryCommand::Groups { connect, out } => {
+                let s = connect
+                    .client()
+                    .await?
+                    .status(w::StatusRequest {})
+                    .await
+                    .map_err(explain)?;
+                let groups = s.into_inner().groups;
+                if out.json {
+                    json(&groups)?;
+                } else {
+                    print!("{}", table::groups(&groups, colour));
+                }
+            }
+            QueryCommand::Group { name, connect, out } => {
+                let g = connect
+                    .client()
+                    .await?
+                    .get_group(w::GetGroupRequest { name })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                if out.json {
+                    json(&g)?;
+                } else {
+                    print!("{}", table::group(&g, now_ms(), colour));
+                }
+            }
+            QueryCommand::Connectors {
+                connect,
+                out,
+                group,
+                unhealthy,
+                finding,
+            } => {
+                let list = connect
+                    .client()
+                    .await?
+                    .list_connectors(w::ListConnectorsRequest {
+                        group: group.unwrap_or_default(),
+                        unhealthy,
+                        finding: finding.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                if out.json {
+                    json(&list.connectors)?;
+                } else {
+                    print!("{}", table::connectors(&list.connectors, now_ms(), colour));
+                }
+            }
+            QueryCommand::Connector { id, connect, out } => {
+                let d = connect
+                    .client()
+                    .await?
+                    .get_connector(w::GetConnectorRequest { id })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                if out.json {
+                    json(&d)?;
+                } else {
+                    print!("{}", table::connector(&d, now_ms(), colour));
+                }
+            }
+            QueryCommand::Certs {
+                connect,
+                out,
+                expiring_within,
+            } => {
+                let certs = connect
+                    .client()
+                    .await?
+                    .list_certs(w::ListCertsRequest {
+                        expiring_within_ms: expiring_within.map_or(0, ms),
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .certs;
+                if out.json {
+                    json(&certs)?;
+                } else {
+                    print!("{}", table::certs(&certs, colour));
+                }
+            }
+            QueryCommand::History {
+                id,
+                connect,
+                out,
+                since,
+                limit,
+            } => {
+                let since_ms = since.map_or(0, |d| now_ms() - ms(d));
+                let h = connect
+                    .client()
+                    .await?
+                    .history(w::HistoryRequest {
+                        id,
+                        since_ms,
+                        limit,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                if out.json {
+                    json(&h)?;
+                } else {
+                    print!("{}", table::history(&h));
+                }
+            }
+            QueryCommand::Findings {
+                connect,
+                out,
+                code,
+                severity,
+            } => {
+                let min_severity = match severity.as_deref() {
+                    Some("info") => w::Severity::Info,
+                    Some("warning") => w::Severity::Warning,
+                    Some("critical") => w::Severity::Critical,
+                    _ => w::Severity::Unspecified,
+                } as i32;
+                let findings = connect
+                    .client()
+                    .await?
+                    .list_findings(w::ListFindingsRequest {
+                        code: code.unwrap_or_default(),
+                        min_severity,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .findings;
+                if out.json {
+                    json(&findings)?;
+                } else {
+                    print!("{}", table::findings(&findings, colour));
+                }
+            }
+            QueryCommand::Check { connect, out } => {
+                let s = connect
+                    .client()
+                    .await?
+                    .status(w::StatusRequest {})
+                    .await
+                    .map_err(explain)?;
+                let verdict = Verdict::of(&s.into_inner().findings);
+                if out.json {
+                    json(&verdict)?;
+                } else {
+                    println!("{}", verdict.line());
+                }
+                return Ok(ExitCode::from(verdict.exit_code()));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The outcome of `check`, in the Nagios convention.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Verdict {
+    /// `ok`, `warning` or `critical`.
+    pub status: &'static str,
+    /// Critical findings.
+    pub critical: usize,
+    /// Warnings.
+    pub warning: usize,
+    /// The most severe finding, as `code on subject`.
+    pub worst: Option<String>,
+}
+
+impl Verdict {
+    /// Judges a fleet by its findings (most severe first, as `Status` returns them).
+    pub fn of(findings: &[w::Finding]) -> Verdict {
+        let count = |s: w::Severity| findings.iter().filter(|f| f.severity == s as i32).count();
+        let critical = count(w::Severity::Critical);
+        let warning = count(w::Severity::Warning);
+        let status = match (critical, warning) {
+            (0, 0) => "ok",
+            (0, _) => "warning",
+            _ => "critical",
+        };
+        let worst = findings
+            .iter()
+            .filter(|f| f.severity >= w::Severity::Warning as i32)
+            .max_by_key(|f| f.severity)
+            .map(|f| format!("{} on {}", f.code, f.subject));
+        Verdict {
+            status,
+            critical,
+            warning,
+            worst,
+        }
+    }
+
+    /// 0 healthy, 1 warnings, 2 critical.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            "ok" => 0,
+            "warning" => 1,
+            _ => 2,
+        }
+    }
+
+    /// One line for humans and monitoring systems.
+    pub fn line(&self) -> String {
+        let head = self.status.to_ascii_uppercase();
+        match &self.worst {
+            None => format!("{head}: no warnings or critical findings"),
+            Some(w) => format!(
+                "{head}: {} critical, {} warning; worst: {w}",
+                self.critical, self.warning
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(code: &str, severity: w::Severity) -> w::Finding {
+        w::Finding {
+            code: code.into(),
+            severity: severity as i32,
+            subject: "x".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn check_exit_codes_follow_the_worst_severity() {
+        assert_eq!(Verdict::of(&[]).exit_code(), 0);
+        assert_eq!(
+            Verdict::of(&[f("group-mixed-versions", w::Severity::Info)]).exit_code(),
+            0
+        );
+        let warn = Verdict::of(&[f("inactive", w::Severity::Warning)]);
+        assert_eq!((warn.exit_code(), warn.status), (1, "warning"));
+        let crit = Verdict::of(&[
+            f("inactive", w::Severity::Warning),
+            f("group-down", w::Severity::Critical),
+        ]);
+        assert_eq!(crit.exit_code(), 2);
+        assert_eq!(crit.worst.as_deref(), Some("group-down on x"));
+        assert!(crit.line().starts_with("CRITICAL: 1 critical, 1 warning"));
+    }
+}
