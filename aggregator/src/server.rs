@@ -78,6 +78,7 @@ pub async fn serve(
         fleet.clone(),
         rx,
         config.store.max_batch,
+        config.store.retention,
         writer_stop.clone(),
     ));
 

@@ -288,6 +288,42 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes history received before `cutoff_ms`, looking at no more than `limit`
+    /// entries from `from` on (the start when `None`). Returns how many were removed
+    /// and where to continue (`None` once the end is reached), so pruning a large
+    /// store never stalls ingest for long.
+    pub fn prune_history(
+        &self,
+        cutoff_ms: i64,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        let start = from.map_or_else(|| vec![HISTORY], <[u8]>::to_vec);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        let mut seen = 0;
+        let mut next = None;
+        for item in self.db.range(start..vec![HISTORY + 1]) {
+            let (k, v) = item?;
+            if seen == limit {
+                next = Some(k.to_vec());
+                break;
+            }
+            seen += 1;
+            // A damaged entry is kept for `backup`/inspection rather than silently removed.
+            if let Ok(stored) = decode::<StoredReport>(&k, &v)
+                && stored.received_ms < cutoff_ms
+            {
+                batch.remove(k);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.db.apply_batch(batch)?;
+        }
+        Ok((removed, next))
+    }
+
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -351,6 +387,43 @@ mod tests {
             .collect();
         assert_eq!(newest, [2, 300]);
         assert!(store.history("b", 0, 10).expect("history").len() == 1);
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_only_old_history_in_bounded_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let writes: Vec<Write> = (1..=10).map(|s| write("a", 1, s)).collect();
+        store.apply(&writes).expect("apply");
+        // received_ms is 1000 + seq: entries 1..=4 are older than 1005.
+        let mut cursor: Option<Vec<u8>> = None;
+        let mut total = 0;
+        let mut steps = 0;
+        loop {
+            let (removed, next) = store
+                .prune_history(1005, cursor.as_deref(), 3)
+                .expect("prune");
+            total += removed;
+            steps += 1;
+            match next {
+                Some(k) => cursor = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(total, 4);
+        assert_eq!(steps, 4, "ten entries, three per step");
+        let seqs: Vec<u64> = store
+            .history("a", 0, 100)
+            .expect("history")
+            .iter()
+            .map(|h| h.seq)
+            .collect();
+        assert_eq!(seqs, [5, 6, 7, 8, 9, 10]);
+        assert_eq!(
+            store.connectors().expect("registry").len(),
+            1,
+            "the registry is untouched"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::store::{Store, StoredConnector, StoredReport, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -28,16 +29,67 @@ pub struct Submission {
     pub reply: oneshot::Sender<Result<AckOutcome, String>>,
 }
 
+/// How often the writer removes a slice of expired history.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Entries looked at per slice.
+const PRUNE_SLICE: usize = 5_000;
+/// Pause between two passes over the whole history.
+const PRUNE_PASS_PAUSE: Duration = Duration::from_secs(600);
+
+/// Where the retention sweep is.
+struct Pruner {
+    retention_ms: i64,
+    cursor: Option<Vec<u8>>,
+    next_pass: tokio::time::Instant,
+}
+
+impl Pruner {
+    /// Removes one slice if a pass is under way or due. The writer does this itself so
+    /// that it stays the only writer.
+    fn step(&mut self, store: &Store) {
+        let now = tokio::time::Instant::now();
+        if self.cursor.is_none() && now < self.next_pass {
+            return;
+        }
+        let cutoff = connwatch_shared::time::now_ms() - self.retention_ms;
+        match store.prune_history(cutoff, self.cursor.as_deref(), PRUNE_SLICE) {
+            Ok((removed, next)) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "expired history removed");
+                }
+                if next.is_none() {
+                    self.next_pass = now + PRUNE_PASS_PAUSE;
+                }
+                self.cursor = next;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning expired history failed; retrying on the next pass");
+                self.cursor = None;
+                self.next_pass = now + PRUNE_PASS_PAUSE;
+            }
+        }
+    }
+}
+
 /// Runs until every sender is dropped or `stop` fires; then commits what is already
-/// queued and returns after the last flush.
+/// queued and returns after the last flush. Between groups it removes history older
+/// than `retention`, a slice at a time.
 pub async fn run(
     store: Arc<Store>,
     fleet: SharedFleet,
     mut rx: mpsc::Receiver<Submission>,
     max_batch: usize,
+    retention: Duration,
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut pruner = Pruner {
+        retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+        cursor: None,
+        next_pass: tokio::time::Instant::now(),
+    };
+    let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
+    prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             biased;
@@ -46,6 +98,10 @@ pub async fn run(
                 // Refuse new work, but commit what was already handed over.
                 rx.close();
                 rx.recv().await
+            }
+            _ = prune_tick.tick() => {
+                pruner.step(&store);
+                continue;
             }
         };
         let Some(first) = first else { break };
