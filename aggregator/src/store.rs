@@ -301,15 +301,13 @@ impl Store {
         let start = from.map_or_else(|| vec![HISTORY], <[u8]>::to_vec);
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        let mut seen = 0;
         let mut next = None;
-        for item in self.db.range(start..vec![HISTORY + 1]) {
+        for (seen, item) in self.db.range(start..vec![HISTORY + 1]).enumerate() {
             let (k, v) = item?;
             if seen == limit {
                 next = Some(k.to_vec());
                 break;
             }
-            seen += 1;
             // A damaged entry is kept for `backup`/inspection rather than silently removed.
             if let Ok(stored) = decode::<StoredReport>(&k, &v)
                 && stored.received_ms < cutoff_ms
