@@ -341,10 +341,10 @@ impl Verdict {
             (0, _) => "warning",
             _ => "critical",
         };
+        // `Status` lists findings most severe first, so the first one is the worst.
         let worst = findings
             .iter()
-            .filter(|f| f.severity >= w::Severity::Warning as i32)
-            .max_by_key(|f| f.severity)
+            .find(|f| f.severity >= w::Severity::Warning as i32)
             .map(|f| format!("{} on {}", f.code, f.subject));
         Verdict {
             status,
@@ -399,8 +399,8 @@ mod tests {
         let warn = Verdict::of(&[f("inactive", w::Severity::Warning)]);
         assert_eq!((warn.exit_code(), warn.status), (1, "warning"));
         let crit = Verdict::of(&[
-            f("inactive", w::Severity::Warning),
             f("group-down", w::Severity::Critical),
+            f("inactive", w::Severity::Warning),
         ]);
         assert_eq!(crit.exit_code(), 2);
         assert_eq!(crit.worst.as_deref(), Some("group-down on x"));

@@ -169,17 +169,17 @@ pub fn findings(findings: &[w::Finding], colour: bool) -> String {
         return "no findings\n".into();
     }
     let mut out = format!(
-        "{:<9} {:<22} {:<20} {}\n",
+        "{:<9} {:<24} {:<20} {}\n",
         "SEVERITY", "CODE", "SUBJECT", "SUMMARY"
     );
     for f in findings {
         let _ = writeln!(
             out,
-            "{} {:<22} {:<20} {}",
+            "{} {:<24} {:<20} {}",
             pad(&severity_name(f.severity), 9, colour),
             f.code,
             clip(&f.subject, 20),
-            clip(&f.summary, 46)
+            clip(&f.summary, 44)
         );
     }
     out
