@@ -203,6 +203,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 &trust_path,
                 &pid_file,
                 endpoint,
+                &dir.join(format!("spool-{}", host.id)),
             ),
         )?;
         let child = Command::new(&collector_bin)
@@ -345,6 +346,7 @@ fn collector_config(
     trust: &Path,
     pid_file: &Path,
     endpoint: std::net::SocketAddr,
+    spool: &Path,
 ) -> String {
     format!(
         r#"group = "{group}"
@@ -373,6 +375,9 @@ path = "{trust}"
 
 [host]
 enabled = false
+
+[spool]
+dir = "{spool}"
 "#,
         group = host.group,
         ca = certs.join("ca.pem").display(),
@@ -380,6 +385,7 @@ enabled = false
         key = certs.join(format!("collector-{}.key", host.id)).display(),
         pid = pid_file.display(),
         trust = trust.display(),
+        spool = spool.display(),
     )
 }
 

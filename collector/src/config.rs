@@ -27,6 +27,15 @@ struct RawConfig {
     trust_cert: Vec<RawTrustCert>,
     #[serde(default)]
     host: RawHost,
+    #[serde(default)]
+    spool: RawSpool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: Option<PathBuf>,
+    max_mb: Option<u64>,
 }
 
 fn default_interval() -> String {
@@ -43,7 +52,7 @@ struct RawAggregator {
     cert: PathBuf,
     key: PathBuf,
     #[serde(default)]
-    max_pending: Option<usize>,
+    drain_rate: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +125,26 @@ pub struct Config {
     pub trust_certs: Vec<TrustCertConfig>,
     /// Whether to report host facts.
     pub host: bool,
+    /// Where unacknowledged reports wait.
+    pub spool: SpoolConfig,
+}
+
+/// The on-disk spool.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its bound; the oldest reports are dropped (and counted) beyond it.
+    pub max_bytes: u64,
+}
+
+/// Where the spool lives unless the config says otherwise.
+pub fn default_spool_dir() -> PathBuf {
+    if cfg!(windows) {
+        PathBuf::from(r"C:\ProgramData\connwatch\spool")
+    } else {
+        PathBuf::from("/var/lib/connwatch-collector/spool")
+    }
 }
 
 /// How to reach the aggregator.
@@ -127,8 +156,9 @@ pub struct AggregatorConfig {
     pub server_name: String,
     /// Our mTLS files.
     pub tls: TlsFiles,
-    /// The most reports held while the aggregator is unreachable; the oldest go first.
-    pub max_pending: usize,
+    /// Reports per second sent while draining a backlog, so a fleet reconnecting at
+    /// once does not flatten the aggregator.
+    pub drain_rate: u32,
 }
 
 /// A service (Windows) or process (elsewhere) to check.
@@ -271,6 +301,24 @@ impl Config {
             endpoints,
             trust_certs,
             host: raw.host.enabled,
+            spool: SpoolConfig {
+                dir: raw
+                    .spool
+                    .dir
+                    .map_or_else(default_spool_dir, |d| cfg::relative_to(file, &d)),
+                max_bytes: match raw.spool.max_mb {
+                    Some(0) => {
+                        return Err(invalid(
+                            file,
+                            "spool.max_mb",
+                            "must be at least 1",
+                            "leave it out for the default of 64",
+                        ));
+                    }
+                    Some(mb) => mb << 20,
+                    None => 64 << 20,
+                },
+            },
         })
     }
 }
@@ -295,13 +343,13 @@ fn aggregator_config(file: &Path, a: RawAggregator) -> Result<AggregatorConfig, 
     let server_name = a
         .server_name
         .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
-    let max_pending = a.max_pending.unwrap_or(10_000);
-    if max_pending == 0 {
+    let drain_rate = a.drain_rate.unwrap_or(50);
+    if drain_rate == 0 {
         return Err(invalid(
             file,
-            "aggregator.max_pending",
+            "aggregator.drain_rate",
             "must be at least 1",
-            "leave it out for the default of 10000",
+            "leave it out for the default of 50 reports per second",
         ));
     }
     Ok(AggregatorConfig {
@@ -312,7 +360,7 @@ fn aggregator_config(file: &Path, a: RawAggregator) -> Result<AggregatorConfig, 
             cert: cfg::relative_to(file, &a.cert),
             key: cfg::relative_to(file, &a.key),
         },
-        max_pending,
+        drain_rate,
     })
 }
 

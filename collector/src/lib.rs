@@ -2,9 +2,9 @@
 //! reports to the aggregator. `main.rs` is a thin shell over [`run`] and [`probe_once`].
 
 pub mod config;
-pub mod outbox;
 pub mod probe;
 pub mod scheduler;
+pub mod spool;
 pub mod uplink;
 
 use anyhow::Context;
@@ -26,22 +26,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tls = aggregator.tls.load()?;
     let config = Arc::new(config);
     let probes = probe::build(&config);
-    let outbox = Arc::new(outbox::Outbox::new(aggregator.max_pending));
-    tracing::info!(group = %config.group, probes = probes.len(), interval = ?config.interval, "collector starting");
+    let spool = Arc::new(spool::Spool::open(
+        &config.spool.dir,
+        config.spool.max_bytes,
+    )?);
+    tracing::info!(
+        group = %config.group,
+        probes = probes.len(),
+        interval = ?config.interval,
+        spooled = spool.len(),
+        epoch = spool.epoch(),
+        "collector starting"
+    );
     let uplink = tokio::spawn(uplink::run(
         aggregator,
         tls,
-        outbox.clone(),
+        spool.clone(),
         shutdown.clone(),
     ));
-    scheduler::run(
-        config,
-        probes,
-        outbox,
-        scheduler::Sequencer::fresh(),
-        shutdown,
-    )
-    .await;
+    scheduler::run(config, probes, spool, shutdown).await;
     uplink.await.context("the uplink task failed")?;
     Ok(())
 }

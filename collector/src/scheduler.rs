@@ -2,35 +2,12 @@
 //! fleet does not report in step, each cycle turned into a numbered report.
 
 use crate::config::Config;
-use crate::outbox::Outbox;
 use crate::probe::{self, Probe};
+use crate::spool::Spool;
 use connwatch_shared::wire::Report;
 use rand::Rng;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// Numbers reports: one epoch per lifetime of the sequence, seq from 1.
-#[derive(Debug)]
-pub struct Sequencer {
-    epoch: u64,
-    next: u64,
-}
-
-impl Sequencer {
-    /// A new sequence with a random epoch.
-    pub fn fresh() -> Sequencer {
-        Sequencer {
-            epoch: rand::rng().random_range(1..u64::MAX),
-            next: 1,
-        }
-    }
-
-    fn take(&mut self) -> (u64, u64) {
-        let seq = self.next;
-        self.next += 1;
-        (self.epoch, seq)
-    }
-}
 
 /// Runs one cycle: every probe concurrently, assembled into a report.
 pub async fn cycle(config: &Config, probes: &[Arc<dyn Probe>]) -> Report {
@@ -47,12 +24,11 @@ pub async fn cycle(config: &Config, probes: &[Arc<dyn Probe>]) -> Report {
     report
 }
 
-/// Runs cycles until `shutdown`, queueing each report in `outbox`.
+/// Runs cycles until `shutdown`, spooling each report; the spool numbers them.
 pub async fn run(
     config: Arc<Config>,
     probes: Vec<Arc<dyn Probe>>,
-    outbox: Arc<Outbox>,
-    mut seq: Sequencer,
+    spool: Arc<Spool>,
     shutdown: CancellationToken,
 ) {
     let mut next = tokio::time::Instant::now();
@@ -67,13 +43,12 @@ pub async fn run(
             _ = tokio::time::sleep_until(next + jitter) => {}
         }
         next += config.interval;
-        let mut report = cycle(&config, &probes).await;
-        let (epoch, n) = seq.take();
-        report.epoch = epoch;
-        report.seq = n;
-        report.dropped_reports = outbox.dropped();
-        tracing::debug!(seq = n, probes = probes.len(), "cycle done");
-        outbox.push(report);
+        let report = cycle(&config, &probes).await;
+        match spool.push(report) {
+            Ok(seq) => tracing::debug!(seq, probes = probes.len(), "cycle done"),
+            // Losing one cycle is better than stopping: say so and carry on.
+            Err(e) => tracing::error!(error = %e, "cannot spool the report; this cycle is lost"),
+        }
         // After a long stall (a suspended VM), skip the missed cycles rather than
         // running them back to back.
         let now = tokio::time::Instant::now();

@@ -4,7 +4,7 @@
 //! aggregator recognises resends by (epoch, seq).
 
 use crate::config::AggregatorConfig;
-use crate::outbox::Outbox;
+use crate::spool::Spool;
 use anyhow::Context;
 use connwatch_shared::tls::TlsMaterial;
 use connwatch_shared::wire::ingest_client::IngestClient;
@@ -41,12 +41,12 @@ pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Re
         .with_context(|| format!("cannot connect to the aggregator at {}", config.address))
 }
 
-/// Delivers reports from `outbox` until `shutdown`, then for at most [`DRAIN_GRACE`]
+/// Delivers reports from `spool` until `shutdown`, then for at most [`DRAIN_GRACE`]
 /// more while reports remain.
 pub async fn run(
     config: AggregatorConfig,
     tls: TlsMaterial,
-    outbox: Arc<Outbox>,
+    spool: Arc<Spool>,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -54,24 +54,24 @@ pub async fn run(
     {
         // Once asked to stop, give pending reports a grace period, then stop for good.
         let stop = stop.clone();
-        let outbox = outbox.clone();
+        let spool = spool.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
-            while !outbox.is_empty() && tokio::time::Instant::now() < deadline {
+            while !spool.is_empty() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             stop.cancel();
         });
     }
     while !stop.is_cancelled() {
-        match session(&config, &tls, &outbox, &stop).await {
+        match session(&config, &tls, &spool, &stop).await {
             Ok(acked) if acked > 0 => failures = 0,
             Ok(_) => failures += 1,
             Err(e) => {
                 failures += 1;
-                tracing::warn!(error = %format!("{e:#}"), pending = outbox.len(), "uplink down");
+                tracing::warn!(error = %format!("{e:#}"), pending = spool.len(), "uplink down");
             }
         }
         if stop.is_cancelled() {
@@ -83,9 +83,9 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    if !outbox.is_empty() {
+    if !spool.is_empty() {
         tracing::warn!(
-            pending = outbox.len(),
+            pending = spool.len(),
             "stopping with reports not acknowledged"
         );
     }
@@ -103,7 +103,7 @@ fn backoff(failures: u32) -> Duration {
 async fn session(
     config: &AggregatorConfig,
     tls: &TlsMaterial,
-    outbox: &Outbox,
+    spool: &Spool,
     stop: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let channel = tokio::select! {
@@ -112,32 +112,22 @@ async fn session(
     };
     let mut client = IngestClient::new(channel);
     let (tx, rx) = mpsc::channel::<Report>(64);
-    let mut newest = outbox.subscribe();
+    let mut newest = spool.subscribe();
     let response = client
         .stream(ReceiverStream::new(rx))
         .await
         .context("the aggregator refused the report stream")?;
     let mut acks = response.into_inner();
-    tracing::info!(address = %config.address, pending = outbox.len(), "uplink connected");
+    tracing::info!(address = %config.address, pending = spool.len(), "uplink connected");
     let mut sent = 0u64;
     let mut acked = 0u64;
+    let pace = Duration::from_secs(1) / config.drain_rate.max(1);
+    let mut next_send = tokio::time::Instant::now();
     loop {
-        for report in outbox.after(sent) {
-            let seq = report.seq;
-            // The stream's buffer is small; wait for room but keep reading acks.
-            tokio::select! {
-                r = tx.send(report) => r.context("the report stream closed")?,
-                _ = stop.cancelled() => return Ok(acked),
-            }
-            sent = seq;
-        }
+        let next = spool.next_after(sent);
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return Ok(acked),
-            changed = newest.changed() => {
-                if changed.is_err() {
-                    return Ok(acked);
-                }
-            }
             ack = acks.message() => {
                 let Some(ack) = ack.context("the aggregator ended the stream")? else {
                     anyhow::bail!("the aggregator closed the stream");
@@ -146,11 +136,39 @@ async fn session(
                 if ack.outcome == AckOutcome::Rejected as i32 {
                     tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected by the aggregator; dropped");
                 }
-                outbox.ack(ack.seq);
+                if let Err(e) = spool.ack(ack.seq) {
+                    // The report is durable on the aggregator; failing to forget it
+                    // here only means it is resent and acked as a duplicate.
+                    tracing::warn!(error = %e, "cannot record an ack in the spool");
+                }
+            }
+            // Acks are read while sending, so a long backlog never fills both
+            // directions' buffers at once. A backlog drains at `drain_rate`, with a
+            // small burst allowance so live reports are not delayed.
+            permit = async {
+                tokio::time::sleep_until(next_send).await;
+                tx.reserve().await
+            }, if next.is_some() => {
+                let permit = permit.context("the report stream closed")?;
+                if let Some(report) = next {
+                    sent = report.seq;
+                    permit.send(report);
+                }
+                let now = tokio::time::Instant::now();
+                let floor = now.checked_sub(pace * BURST).unwrap_or(now);
+                next_send = next_send.max(floor) + pace;
+            }
+            changed = newest.changed(), if next.is_none() => {
+                if changed.is_err() {
+                    return Ok(acked);
+                }
             }
         }
     }
 }
+
+/// Reports that may go back to back before pacing applies.
+const BURST: u32 = 10;
 
 #[cfg(test)]
 mod tests {

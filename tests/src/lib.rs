@@ -296,8 +296,9 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "group = \"test\"\ninterval = \"500ms\"\njitter = \"50ms\"\n{extra}\n[aggregator]\naddress = \"{url}\"\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+                "group = \"test\"\ninterval = \"500ms\"\njitter = \"50ms\"\n{extra}\n[aggregator]\naddress = \"{url}\"\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[spool]\ndir = \"{spool}\"\n",
                 url = agg.url(),
+                spool = config.with_extension("spool").display(),
                 ca = tls.ca.display(),
                 cert = tls.cert.display(),
                 key = tls.key.display(),
