@@ -14,6 +14,8 @@ use connwatch_shared::wire::{self as w, ConnectOutcome, ServiceState};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// The longest a query may read the store for.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The most history entries one call returns.
 const MAX_HISTORY: usize = 10_000;
 
@@ -217,8 +219,14 @@ impl Query for QueryService {
         };
         let store = self.store.clone();
         let id = req.id.clone();
-        let items = tokio::task::spawn_blocking(move || store.history(&id, req.since_ms, limit))
+        let lookup = tokio::task::spawn_blocking(move || store.history(&id, req.since_ms, limit));
+        let items = tokio::time::timeout(QUERY_TIMEOUT, lookup)
             .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "reading the history took longer than {QUERY_TIMEOUT:?}; ask for less with --since or --limit"
+                ))
+            })?
             .map_err(|e| Status::internal(format!("history lookup failed: {e}")))?
             .map_err(|e| Status::internal(e.to_string()))?;
         let entries = items

@@ -35,7 +35,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSpool {
     dir: Option<PathBuf>,
-    max_mb: Option<u64>,
+    max_kb: Option<u64>,
 }
 
 fn default_interval() -> String {
@@ -306,16 +306,16 @@ impl Config {
                     .spool
                     .dir
                     .map_or_else(default_spool_dir, |d| cfg::relative_to(file, &d)),
-                max_bytes: match raw.spool.max_mb {
-                    Some(0) => {
+                max_bytes: match raw.spool.max_kb {
+                    Some(kb) if kb < 8 => {
                         return Err(invalid(
                             file,
-                            "spool.max_mb",
-                            "must be at least 1",
-                            "leave it out for the default of 64",
+                            "spool.max_kb",
+                            "must be at least 8",
+                            "leave it out for the default of 65536 (64 MiB)",
                         ));
                     }
-                    Some(mb) => mb << 20,
+                    Some(kb) => kb << 10,
                     None => 64 << 20,
                 },
             },

@@ -38,16 +38,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         epoch = spool.epoch(),
         "collector starting"
     );
+    let stop_uplink = CancellationToken::new();
     let uplink = tokio::spawn(uplink::run(
         aggregator,
         tls,
         spool.clone(),
-        shutdown.clone(),
+        stop_uplink.clone(),
     ));
-    scheduler::run(config, probes, spool, shutdown).await;
+    scheduler::run(config, probes, spool.clone(), shutdown).await;
+    // The scheduler has stopped, so nothing more is spooled: give the uplink a grace
+    // period to deliver what is queued, then stop it. What remains stays on disk.
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while !spool.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop_uplink.cancel();
     uplink.await.context("the uplink task failed")?;
     Ok(())
 }
+
+/// How long a stopping collector keeps trying to deliver what it holds.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one cycle locally and returns its report, without an aggregator.
 pub async fn probe_once(config: &Config) -> Report {

@@ -226,6 +226,9 @@ impl Spool {
             inner.total_bytes += record.len() as u64;
             inner.state.last_seq = seq;
             inner.queue.push_back(report);
+            // The state file is the collector's ledger: what it assigned, what was
+            // acknowledged, what it dropped. Keep it exact at every step.
+            self.write_state(&inner.state)?;
             self.enforce_bound(&mut inner)?;
             seq
         };

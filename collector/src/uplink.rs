@@ -21,8 +21,6 @@ use tonic::transport::{Channel, Endpoint};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long a stopping collector keeps trying to deliver what it holds.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens a channel to the aggregator.
 pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Result<Channel> {
@@ -41,30 +39,14 @@ pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Re
         .with_context(|| format!("cannot connect to the aggregator at {}", config.address))
 }
 
-/// Delivers reports from `spool` until `shutdown`, then for at most [`DRAIN_GRACE`]
-/// more while reports remain.
+/// Delivers reports from `spool` until `stop`.
 pub async fn run(
     config: AggregatorConfig,
     tls: TlsMaterial,
     spool: Arc<Spool>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut failures = 0u32;
-    let stop = CancellationToken::new();
-    {
-        // Once asked to stop, give pending reports a grace period, then stop for good.
-        let stop = stop.clone();
-        let spool = spool.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
-            while !spool.is_empty() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            stop.cancel();
-        });
-    }
     while !stop.is_cancelled() {
         match session(&config, &tls, &spool, &stop).await {
             Ok(acked) if acked > 0 => failures = 0,
@@ -86,7 +68,7 @@ pub async fn run(
     if !spool.is_empty() {
         tracing::warn!(
             pending = spool.len(),
-            "stopping with reports not acknowledged"
+            "stopping with reports not acknowledged; they stay in the spool for the next start"
         );
     }
 }

@@ -161,13 +161,19 @@ impl Aggregator {
         Aggregator::spawn(&config).expect("aggregator starts")
     }
 
-    /// Starts `serve --config <config>` and waits for its "listening on" line.
+    /// Starts `serve --config <config>` and waits for its "listening on" line. Its
+    /// log is appended to `aggregator.log` beside the config (see [`Aggregator::log`]).
     pub fn spawn(config: &Path) -> anyhow::Result<Aggregator> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_file_name("aggregator.log"))
+            .context("open the aggregator log")?;
         let mut child = Command::new(bin("connwatch-aggregator"))
             .args(["--log-level", "info", "serve", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .context("spawn aggregator")?;
         let stdout = child.stdout.take().context("stdout")?;
@@ -192,6 +198,16 @@ impl Aggregator {
             addr,
             config: config.to_path_buf(),
         })
+    }
+
+    /// Everything the aggregator (and its restarts) logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_file_name("aggregator.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -284,11 +300,39 @@ fn signal(pid: u32, sig: i32) {
 /// A `connwatch-collector run` process.
 pub struct Collector {
     child: Child,
+    config: PathBuf,
+}
+
+/// What a collector's spool state file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoolState {
+    /// The epoch of its sequence numbers.
+    pub epoch: u64,
+    /// The last sequence number it assigned.
+    pub last_seq: u64,
+    /// The highest sequence number the aggregator acknowledged.
+    pub acked_seq: u64,
+    /// Reports dropped because the spool was full.
+    pub dropped: u64,
 }
 
 impl Collector {
-    /// Writes a collector config under `root` for connector `name` and starts it.
+    /// Writes a collector config under `root` for the certificate's connector and
+    /// starts it, reporting every 500 ms.
     pub fn start(root: &Path, agg: &Aggregator, tls: &TlsFiles, extra: &str) -> Collector {
+        Collector::start_with(root, agg, tls, "500ms", extra)
+    }
+
+    /// As [`Collector::start`], with a chosen interval. `extra` is TOML appended right
+    /// after the `[spool]` table's `dir`: bare keys (`max_kb = 8`) bound the spool,
+    /// tables (`[[endpoint]]`) add probes.
+    pub fn start_with(
+        root: &Path,
+        agg: &Aggregator,
+        tls: &TlsFiles,
+        interval: &str,
+        extra: &str,
+    ) -> Collector {
         let config = root.join(format!(
             "collector-{}.toml",
             tls.cert.file_stem().and_then(|s| s.to_str()).unwrap_or("c")
@@ -296,23 +340,32 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "group = \"test\"\ninterval = \"500ms\"\njitter = \"50ms\"\n{extra}\n[aggregator]\naddress = \"{url}\"\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[spool]\ndir = \"{spool}\"\n",
+                "group = \"test\"\ninterval = \"{interval}\"\njitter = \"10ms\"\n[aggregator]\naddress = \"{url}\"\nserver_name = \"localhost\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\ndrain_rate = 1000\n[spool]\ndir = \"{spool}\"\n{extra}\n",
                 url = agg.url(),
-                spool = config.with_extension("spool").display(),
                 ca = tls.ca.display(),
                 cert = tls.cert.display(),
                 key = tls.key.display(),
+                spool = config.with_extension("spool").display(),
             ),
         )
         .expect("write collector config");
-        let child = Command::new(bin("connwatch-collector"))
+        let child = Collector::spawn(&config);
+        Collector { child, config }
+    }
+
+    fn spawn(config: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_extension("log"))
+            .expect("open the collector log");
+        Command::new(bin("connwatch-collector"))
             .args(["--log-level", "info", "run", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
-            .expect("spawn collector");
-        Collector { child }
+            .expect("spawn collector")
     }
 
     /// Kills it with SIGKILL.
@@ -320,12 +373,71 @@ impl Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends SIGTERM and waits: it stops probing and delivers what it holds (5 s at most).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), libc::SIGTERM);
+        self.child.wait().expect("wait")
+    }
+
+    /// Starts it again with the same config and spool.
+    pub fn restart(&mut self) {
+        self.child = Collector::spawn(&self.config);
+    }
+
+    /// Reads its spool's state file.
+    pub fn spool_state(&self) -> SpoolState {
+        let path = self.config.with_extension("spool").join("state");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut s = SpoolState::default();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().parse().unwrap_or(0);
+                match k {
+                    "epoch" => s.epoch = v,
+                    "last_seq" => s.last_seq = v,
+                    "acked_seq" => s.acked_seq = v,
+                    "dropped" => s.dropped = v,
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The (epoch, seq) pairs the aggregator stored for `connector`, as `history` lists
+/// them (oldest first).
+pub fn stored(agg: &Aggregator, pki: &Pki, connector: &str) -> Vec<(u64, u64)> {
+    let out = agg.cli(pki, &["history", connector, "--limit", "100000", "--json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["epoch"].as_u64().unwrap_or(0),
+                        e["seq"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Opens a channel to `agg` presenting `tls`; errors are returned, not panicked, so

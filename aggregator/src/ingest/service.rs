@@ -1,6 +1,11 @@
 //! The `Ingest` gRPC service. Each collector stream gets a reader task (validate, hand
 //! to the writer) and an acker task (answer in order once each report is durable).
 //! Reports are pipelined: many can be in flight per stream, acks keep their order.
+//!
+//! One stream per identity: a new stream from the same connector replaces the old one
+//! (a reconnecting collector must not wait for its dead stream to time out, and two
+//! writers with one certificate must not interleave). Each identity is paced by a
+//! token bucket; a collector over its rate is slowed down, not refused.
 
 use super::writer::Submission;
 use crate::auth;
@@ -8,24 +13,66 @@ use connwatch_shared::time::now_ms;
 use connwatch_shared::validate::validate_report;
 use connwatch_shared::wire::ingest_server::Ingest;
 use connwatch_shared::wire::{Ack, AckOutcome, Report};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 /// Reports one stream may have in flight before the reader waits for acks.
 const IN_FLIGHT: usize = 1024;
 
-/// The ingest service; holds the writer's queue.
+/// Sustained reports per second one identity may send (a draining collector sends 50).
+pub const RATE_PER_IDENTITY: u32 = 200;
+/// Reports one identity may send back to back before pacing applies.
+pub const BURST_PER_IDENTITY: u32 = 400;
+
+/// The ingest service; holds the writer's queue and the live streams by identity.
 #[derive(Debug, Clone)]
 pub struct IngestService {
     writer: mpsc::Sender<Submission>,
+    streams: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
+    next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl IngestService {
     /// A service feeding `writer`.
     pub fn new(writer: mpsc::Sender<Submission>) -> IngestService {
-        IngestService { writer }
+        IngestService {
+            writer,
+            streams: Arc::default(),
+            next_stream: Arc::default(),
+        }
+    }
+
+    /// Registers a new stream for `connector`, cancelling the one it replaces.
+    fn register(&self, connector: &str) -> (u64, CancellationToken) {
+        let id = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = streams.insert(connector.to_string(), (id, token.clone())) {
+            old.cancel();
+        }
+        (id, token)
+    }
+
+    fn unregister(
+        streams: &Mutex<HashMap<String, (u64, CancellationToken)>>,
+        connector: &str,
+        id: u64,
+    ) {
+        let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+        if streams
+            .get(connector)
+            .is_some_and(|(current, _)| *current == id)
+        {
+            streams.remove(connector);
+        }
     }
 }
 
@@ -43,6 +90,57 @@ fn ack(seq: u64, outcome: AckOutcome, reason: String) -> Ack {
     }
 }
 
+/// A token bucket: `rate` per second, up to `burst` at once.
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(rate: u32, burst: u32) -> Pacer {
+        Pacer {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits until one more report may pass.
+    async fn take(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = tokio::time::Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+/// Makes tonic's transport-level errors say what they mean for a collector.
+fn explain_stream_error(status: Status) -> Status {
+    let msg = status.message();
+    if status.code() == tonic::Code::Internal && msg.contains("decode") {
+        return Status::invalid_argument(format!(
+            "a report could not be decoded ({msg}); the collector may speak another version of the connwatch.v1 contract or the stream is corrupt"
+        ));
+    }
+    if status.code() == tonic::Code::OutOfRange {
+        return Status::out_of_range(format!(
+            "{msg}; a report must stay under {} bytes: reduce the probes listed in the collector's config",
+            crate::server::MAX_MESSAGE_BYTES
+        ));
+    }
+    status
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type StreamStream = ReceiverStream<Result<Ack, Status>>;
@@ -58,17 +156,32 @@ impl Ingest for IngestService {
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT);
         let (ack_tx, ack_rx) = mpsc::channel(IN_FLIGHT);
         let writer = self.writer.clone();
+        let (stream_id, replaced) = self.register(&connector);
+        let streams = self.streams.clone();
         tracing::debug!(parent: &span, "stream opened");
         tokio::spawn(
             async move {
+                let mut pacer = Pacer::new(RATE_PER_IDENTITY, BURST_PER_IDENTITY);
                 loop {
-                    let next = match inbound.message().await {
-                        Ok(Some(report)) => accept(&writer, &connector, report).await,
+                    let message = tokio::select! {
+                        m = inbound.message() => m,
+                        _ = replaced.cancelled() => {
+                            let _ = pending_tx.send(Pending::Fail(Status::aborted(
+                                "a newer stream from this connector replaced this one",
+                            ))).await;
+                            break;
+                        }
+                    };
+                    let next = match message {
+                        Ok(Some(report)) => {
+                            pacer.take().await;
+                            accept(&writer, &connector, report).await
+                        }
                         Ok(None) => break,
                         Err(status) => {
                             // Dropped connections land here too, so this is not a warning.
                             tracing::info!(error = %status.message(), "stream ended with an error");
-                            Pending::Fail(status)
+                            Pending::Fail(explain_stream_error(status))
                         }
                     };
                     let last = matches!(next, Pending::Fail(_));
@@ -76,7 +189,8 @@ impl Ingest for IngestService {
                         break;
                     }
                 }
-                tracing::debug!("stream closed by collector");
+                IngestService::unregister(&streams, &connector, stream_id);
+                tracing::debug!("stream closed");
             }
             .instrument(span.clone()),
         );
@@ -128,4 +242,39 @@ async fn accept(writer: &mpsc::Sender<Submission>, connector: &str, report: Repo
         ));
     }
     Pending::Wait(seq, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_allows_a_burst_then_the_rate() {
+        let mut p = Pacer::new(10, 5);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            p.take().await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1),
+            "the burst passes at once"
+        );
+        for _ in 0..10 {
+            p.take().await;
+        }
+        let t = start.elapsed();
+        assert!(
+            t >= Duration::from_millis(990) && t <= Duration::from_millis(1100),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_explained() {
+        let s = explain_stream_error(Status::internal(
+            "failed to decode Protobuf message: buffer underflow",
+        ));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("connwatch.v1"));
+    }
 }
