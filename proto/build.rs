@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "connwatch/v1/report.proto",
         "connwatch/v1/ingest.proto",
         "connwatch/v1/query.proto",
+        "connwatch/v1/admin.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

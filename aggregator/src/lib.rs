@@ -2,7 +2,9 @@
 //! per connector and group, and answers operators over gRPC. `main.rs` is a thin shell
 //! over [`server::run`], the operator [`cli`], the [`ca`] commands and the [`demo`].
 
+pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod config;

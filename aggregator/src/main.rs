@@ -45,6 +45,23 @@ enum Command {
     },
     #[command(flatten)]
     Query(QueryCommand),
+    /// Copy the whole store of a running aggregator into a checksummed file.
+    Backup {
+        #[command(flatten)]
+        connect: connwatch_aggregator::cli::Connect,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load a backup into a stopped aggregator's new, empty store.
+    Restore {
+        /// The aggregator's config file (its data_dir is restored into).
+        #[arg(long, short, default_value = "/etc/connwatch/aggregator.toml")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
     /// Certificates: create a CA, issue certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -149,6 +166,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
         }
         Command::Query(q) => return runtime.block_on(q.run()),
+        Command::Backup { connect, out } => {
+            println!(
+                "{}",
+                runtime.block_on(connwatch_aggregator::cli::backup::backup(&connect, &out))?
+            );
+        }
+        Command::Restore { config, input } => {
+            let config = Config::load(&config)?;
+            println!(
+                "{}",
+                runtime.block_on(connwatch_aggregator::cli::backup::restore(&config, &input))?
+            );
+        }
         Command::Ca(CaCommand::Init {
             dir,
             server_names,

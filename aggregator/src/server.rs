@@ -3,6 +3,7 @@
 //! until shutdown. Shutdown stops accepting, gives open streams a grace period, then
 //! lets the writer commit what it holds and flushes the store last.
 
+use crate::admin::AdminService;
 use crate::auth::RequireRole;
 use crate::config::Config;
 use crate::fleet::{Fleet, SharedFleet};
@@ -11,6 +12,7 @@ use crate::query::QueryService;
 use crate::store::Store;
 use anyhow::Context;
 use connwatch_shared::identity::Role;
+use connwatch_shared::wire::admin_server::AdminServer;
 use connwatch_shared::wire::ingest_server::IngestServer;
 use connwatch_shared::wire::query_server::QueryServer;
 use std::net::SocketAddr;
@@ -72,11 +74,13 @@ pub async fn serve(
     });
 
     let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch * 4);
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(writer::run(
         store.clone(),
         fleet.clone(),
         rx,
+        control_rx,
         config.store.max_batch,
         config.store.retention,
         writer_stop.clone(),
@@ -112,6 +116,10 @@ pub async fn serve(
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             query,
+            RequireRole(Role::Operator),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            AdminServer::new(AdminService::new(control_tx)),
             RequireRole(Role::Operator),
         ))
         .add_service(health_service)

@@ -120,6 +120,27 @@ pub struct HistoryItem {
     pub stored: StoredReport,
 }
 
+/// A consistent copy of the store's keys and values.
+#[derive(Debug)]
+pub struct Snapshot(Vec<(sled::IVec, sled::IVec)>);
+
+impl Snapshot {
+    /// The records, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The aggregator's durable state.
 pub struct Store {
     db: sled::Db,
@@ -320,6 +341,53 @@ impl Store {
             self.db.apply_batch(batch)?;
         }
         Ok((removed, next))
+    }
+
+    /// Every key and value, as of now. Called by the writer while it holds off other
+    /// writes, so the copy is consistent; values are shared with sled's cache, not
+    /// copied, until they are read.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut items = Vec::new();
+        for item in self.db.iter() {
+            items.push(item?);
+        }
+        Ok(Snapshot(items))
+    }
+
+    /// Loads backup records into this store, which must be empty (but for its schema
+    /// key). Every connector and history value's checksum is checked before anything
+    /// is written; returns the number of records loaded.
+    pub async fn restore(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<usize, StoreError> {
+        if self
+            .db
+            .iter()
+            .any(|i| i.is_ok_and(|(k, _)| k.as_ref() != SCHEMA_KEY))
+        {
+            return Err(StoreError::Corrupt {
+                key: "-".into(),
+                why: "the store is not empty; restore into a new data_dir".into(),
+            });
+        }
+        for (k, v) in records {
+            match k.first() {
+                Some(&CONNECTOR) => {
+                    decode::<StoredConnector>(k, v)?;
+                }
+                Some(&HISTORY) => {
+                    decode::<StoredReport>(k, v)?;
+                }
+                _ => {}
+            }
+        }
+        for chunk in records.chunks(10_000) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in chunk {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            self.db.apply_batch(batch)?;
+        }
+        self.flush().await?;
+        Ok(records.len())
     }
 
     /// Bytes sled uses on disk.

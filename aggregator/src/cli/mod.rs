@@ -2,6 +2,7 @@
 //! certificate, asks one question, and prints the answer as a table or as JSON. It
 //! never opens the store.
 
+pub mod backup;
 pub mod commands;
 pub mod table;
 
@@ -60,6 +61,11 @@ impl Connect {
 
     /// Connects and returns a query client.
     pub async fn client(&self) -> anyhow::Result<QueryClient<Channel>> {
+        Ok(QueryClient::new(self.channel().await?))
+    }
+
+    /// Connects with the operator certificate.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
         let files = self.files();
         let tls = files.load().context(
             "cannot load the operator certificate; pass --certs DIR (or --ca/--cert/--key)",
@@ -90,7 +96,7 @@ impl Connect {
                 files.ca.display()
             )
         })?;
-        Ok(QueryClient::new(channel))
+        Ok(channel)
     }
 }
 

@@ -5,7 +5,7 @@
 //! one-fsync-per-report ceiling.
 
 use crate::fleet::SharedFleet;
-use crate::store::{Store, StoredConnector, StoredReport, Write};
+use crate::store::{Snapshot, Store, StoredConnector, StoredReport, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,13 +71,22 @@ impl Pruner {
     }
 }
 
+/// Requests other than reports that the writer serves between groups, so that they
+/// see the store with no write half done.
+#[derive(Debug)]
+pub enum Control {
+    /// A consistent copy of the whole store, for backups.
+    Snapshot(oneshot::Sender<Result<Snapshot, String>>),
+}
+
 /// Runs until every sender is dropped or `stop` fires; then commits what is already
 /// queued and returns after the last flush. Between groups it removes history older
-/// than `retention`, a slice at a time.
+/// than `retention`, a slice at a time, and serves [`Control`] requests.
 pub async fn run(
     store: Arc<Store>,
     fleet: SharedFleet,
     mut rx: mpsc::Receiver<Submission>,
+    mut control: mpsc::Receiver<Control>,
     max_batch: usize,
     retention: Duration,
     stop: CancellationToken,
@@ -101,6 +110,14 @@ pub async fn run(
             }
             _ = prune_tick.tick() => {
                 pruner.step(&store);
+                continue;
+            }
+            Some(c) = control.recv() => {
+                match c {
+                    Control::Snapshot(reply) => {
+                        let _ = reply.send(store.snapshot().map_err(|e| e.to_string()));
+                    }
+                }
                 continue;
             }
         };
