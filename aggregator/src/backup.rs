@@ -75,8 +75,11 @@ impl Writer {
     }
 }
 
+/// One key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// Reads and checks a whole backup; returns its records.
-pub fn read(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackupError> {
+pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BackupError> {
     let body = bytes.strip_prefix(MAGIC).ok_or(BackupError::NotABackup)?;
     let mut records = Vec::new();
     let mut at = 0usize;
@@ -139,7 +142,7 @@ mod tests {
             Err(BackupError::Truncated(1))
         );
         let mut flipped = good.clone();
-        flipped[MAGIC.len() + 9] ^= 1;
+        flipped[MAGIC.len() + 12] ^= 1;
         assert_eq!(read(&flipped), Err(BackupError::Checksum));
     }
 }
