@@ -14,6 +14,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("connwatch.v1.Finding.severity", "severity"),
     ("connwatch.v1.GroupSummary.health", "health"),
     ("connwatch.v1.ConnectorSummary.health", "health"),
+    ("connwatch.v1.Alert.severity", "severity"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "connwatch/v1/report.proto",
         "connwatch/v1/ingest.proto",
         "connwatch/v1/query.proto",
+        "connwatch/v1/alerts.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -4,6 +4,7 @@
 
 use super::writer::Submission;
 use crate::auth;
+use crate::metrics::Metrics;
 use connwatch_shared::time::now_ms;
 use connwatch_shared::validate::validate_report;
 use connwatch_shared::wire::ingest_server::Ingest;
@@ -20,12 +21,13 @@ const IN_FLIGHT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct IngestService {
     writer: mpsc::Sender<Submission>,
+    metrics: Metrics,
 }
 
 impl IngestService {
-    /// A service feeding `writer`.
-    pub fn new(writer: mpsc::Sender<Submission>) -> IngestService {
-        IngestService { writer }
+    /// A service feeding `writer`, counting rejections in `metrics`.
+    pub fn new(writer: mpsc::Sender<Submission>, metrics: Metrics) -> IngestService {
+        IngestService { writer, metrics }
     }
 }
 
@@ -58,12 +60,13 @@ impl Ingest for IngestService {
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT);
         let (ack_tx, ack_rx) = mpsc::channel(IN_FLIGHT);
         let writer = self.writer.clone();
+        let metrics = self.metrics.clone();
         tracing::debug!(parent: &span, "stream opened");
         tokio::spawn(
             async move {
                 loop {
                     let next = match inbound.message().await {
-                        Ok(Some(report)) => accept(&writer, &connector, report).await,
+                        Ok(Some(report)) => accept(&writer, &connector, report, &metrics).await,
                         Ok(None) => break,
                         Err(status) => {
                             // Dropped connections land here too, so this is not a warning.
@@ -108,11 +111,19 @@ impl Ingest for IngestService {
     }
 }
 
-async fn accept(writer: &mpsc::Sender<Submission>, connector: &str, report: Report) -> Pending {
+async fn accept(
+    writer: &mpsc::Sender<Submission>,
+    connector: &str,
+    report: Report,
+    metrics: &Metrics,
+) -> Pending {
     let received_ms = now_ms();
     let seq = report.seq;
     if let Err(e) = validate_report(&report, received_ms) {
         tracing::warn!(seq, error = %e, "report rejected");
+        metrics
+            .reports_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Pending::Ready(ack(seq, AckOutcome::Rejected, e.to_string()));
     }
     let (reply, rx) = oneshot::channel();

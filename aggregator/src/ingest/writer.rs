@@ -5,10 +5,12 @@
 //! one-fsync-per-report ceiling.
 
 use crate::fleet::SharedFleet;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoredConnector, StoredReport, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Submission>,
     max_batch: usize,
     stop: CancellationToken,
+    metrics: Metrics,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
@@ -53,12 +56,12 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        commit(&store, &fleet, std::mem::take(&mut batch)).await;
+        commit(&store, &fleet, std::mem::take(&mut batch), &metrics).await;
     }
     tracing::debug!("writer stopped");
 }
 
-async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
+async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>, metrics: &Metrics) {
     let mut overlay: HashMap<String, StoredConnector> = HashMap::new();
     let mut writes = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -97,11 +100,14 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
         }
     }
     if !writes.is_empty() {
+        let started = std::time::Instant::now();
         let result = match store.apply(&writes) {
             Ok(()) => store.flush().await.map(|_| ()),
             Err(e) => Err(e),
         };
+        metrics.commit_seconds.observe(started.elapsed());
         if let Err(e) = result {
+            metrics.commit_failures.fetch_add(1, Relaxed);
             tracing::error!(error = %e, reports = batch.len(), "commit failed; nothing acknowledged");
             for s in batch {
                 let _ = s.reply.send(Err(e.to_string()));
@@ -112,6 +118,12 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
         for (id, entry) in overlay {
             fleet.connectors.insert(id, entry);
         }
+    }
+    for outcome in &outcomes {
+        match outcome {
+            AckOutcome::Duplicate => metrics.reports_duplicate.fetch_add(1, Relaxed),
+            _ => metrics.reports_stored.fetch_add(1, Relaxed),
+        };
     }
     for (s, outcome) in batch.into_iter().zip(outcomes) {
         // The stream may have gone; its collector will resend and get a duplicate ack.
