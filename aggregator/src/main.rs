@@ -89,6 +89,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Alerts (firing, pending, silenced, recently resolved), silences and sink counters.
+    Alerts {
+        #[command(flatten)]
+        connect: Connect,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silence alerts for a while: add, list, remove.
+    #[command(subcommand)]
+    Silence(cli::alerts::SilenceCommand),
     /// Certificates: create a CA, issue certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -190,6 +201,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     config.data_dir.display(),
                     config.rules.groups.len()
                 );
+                println!("{}", connwatch_aggregator::alert::describe(&config));
                 return Ok(ExitCode::SUCCESS);
             }
             runtime.block_on(async {
@@ -274,6 +286,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", table::history(&history));
             }
+        }
+        Command::Alerts { connect, json } => {
+            print!("{}", runtime.block_on(cli::alerts::alerts(&connect, json))?);
+        }
+        Command::Silence(cmd) => {
+            print!("{}", runtime.block_on(cli::alerts::silence(cmd))?);
         }
         Command::Ca(CaCommand::Init {
             dir,

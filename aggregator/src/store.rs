@@ -514,16 +514,36 @@ mod tests {
         assert!(decode::<StoredReport>(b"k", &[1, 2]).is_err());
     }
 
+    /// Opens a store that was just closed. sled's background flusher can hold the
+    /// folder's lock for a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> Store {
+        let start = std::time::Instant::now();
+        loop {
+            match Store::open(dir, 1 << 20) {
+                Ok(s) => return s,
+                Err(e) if start.elapsed() > std::time::Duration::from_secs(5) => {
+                    panic!("reopen: {e}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn alerts_and_silences_survive_a_reopen_and_a_v1_store_is_upgraded() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = sled::open(dir.path()).expect("sled");
+            // No background flusher, so dropping the handle releases the lock at once.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .expect("sled");
             db.insert(SCHEMA_KEY, &1u32.to_be_bytes()).expect("insert");
             db.flush().expect("flush");
         }
         {
-            let store = Store::open(dir.path(), 1 << 20).expect("open v1");
+            let store = reopen(dir.path());
             let alert = |fp: &str| StoredAlert {
                 fingerprint: fp.into(),
                 status: "firing".into(),
@@ -550,7 +570,7 @@ mod tests {
             assert!(!store.remove_silence("nope").expect("remove"));
             store.flush().await.expect("flush");
         }
-        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        let store = reopen(dir.path());
         let fps: Vec<String> = store
             .alerts()
             .expect("alerts")
@@ -568,7 +588,12 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = sled::open(dir.path()).expect("sled");
+            // No background flusher, so dropping the handle releases the lock at once.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .expect("sled");
             db.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
                 .expect("insert");
             db.flush().expect("flush");

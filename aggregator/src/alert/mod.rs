@@ -378,3 +378,30 @@ async fn evaluate(
     }
     Ok(())
 }
+
+/// One line on alerting and metrics for `--check-config`.
+pub fn describe(config: &crate::config::Config) -> String {
+    let a = &config.alert;
+    let mut sinks = Vec::new();
+    if a.log {
+        sinks.push("log".to_string());
+    }
+    sinks.extend(a.webhooks.iter().map(|w| format!("webhook {}", w.url)));
+    if let Some(am) = &a.alertmanager {
+        sinks.push(format!("alertmanager {}", am.url));
+    }
+    format!(
+        "alerts on {} codes every {:?} to {}; metrics {}",
+        a.policy.codes.len(),
+        a.evaluate_every,
+        if sinks.is_empty() {
+            "no sink".to_string()
+        } else {
+            sinks.join(", ")
+        },
+        config
+            .metrics
+            .listen
+            .map_or("off".to_string(), |l| format!("on http://{l}/metrics"))
+    )
+}

@@ -2,6 +2,7 @@
 //! certificate, asks one question, and prints the answer as a table or as JSON. It
 //! never opens the store.
 
+pub mod alerts;
 pub mod table;
 
 use anyhow::Context;
@@ -59,6 +60,11 @@ impl Connect {
 
     /// Connects and returns a query client.
     pub async fn client(&self) -> anyhow::Result<QueryClient<Channel>> {
+        Ok(QueryClient::new(self.channel().await?))
+    }
+
+    /// Connects and returns the channel, for any of the operator services.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
         let files = self.files();
         let tls = files.load().context(
             "cannot load the operator certificate; pass --certs DIR (or --ca/--cert/--key)",
@@ -89,7 +95,7 @@ impl Connect {
                 files.ca.display()
             )
         })?;
-        Ok(QueryClient::new(channel))
+        Ok(channel)
     }
 }
 
