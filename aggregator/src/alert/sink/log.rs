@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Logs one notification.
 pub fn notify(n: &Notification, stats: &SinkStats) {
     let a = &n.alert;
-    let thumbprint = a.evidence("thumbprint").unwrap_or("");
-    let not_after = a.evidence("not_after").unwrap_or("");
+    // Certificate evidence, so the log line alone says which certificate and when;
+    // absent fields are left out of the event.
+    let thumbprint = a.evidence("thumbprint");
+    let not_after = a.evidence("not_after");
     match n.kind {
         Kind::Firing | Kind::Repeat => tracing::warn!(
             kind = n.kind.as_str(),
