@@ -15,6 +15,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("connwatch.v1.GroupSummary.health", "health"),
     ("connwatch.v1.ConnectorSummary.health", "health"),
     ("connwatch.v1.ListFindingsRequest.min_severity", "severity"),
+    ("connwatch.v1.Alert.severity", "severity"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "connwatch/v1/ingest.proto",
         "connwatch/v1/query.proto",
         "connwatch/v1/admin.proto",
+        "connwatch/v1/alerts.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

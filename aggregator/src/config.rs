@@ -1,9 +1,12 @@
 //! The aggregator's configuration: TOML read into raw serde structs and validated into
 //! [`Config`] before any port is bound. Relative paths follow the config file's folder.
 
+use crate::alert::engine::Policy;
 use crate::version::Version;
 use connwatch_shared::config::{self as cfg, ConfigError, invalid};
+use connwatch_shared::finding::{Code, Severity};
 use connwatch_shared::tls::TlsFiles;
+use hyper::Uri;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,10 @@ struct RawConfig {
     group: Vec<RawGroup>,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    alert: RawAlert,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 fn default_listen() -> String {
@@ -101,6 +108,125 @@ struct RawStore {
     retention: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    codes: Option<Vec<String>>,
+    severities: Option<Vec<String>>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    repeat_interval: Option<String>,
+    evaluate_every: Option<String>,
+    log: Option<bool>,
+    external_url: Option<String>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+    alertmanager: Option<RawAlertmanager>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    timeout: Option<String>,
+    max_queue: Option<usize>,
+    backoff: Option<String>,
+    max_backoff: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    url: String,
+    timeout: Option<String>,
+    resend_every: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+/// The codes that alert by default: the failures that stop a connector or a group.
+pub const DEFAULT_ALERT_CODES: [Code; 7] = [
+    Code::TrustCertExpiring,
+    Code::TrustCertExpired,
+    Code::Inactive,
+    Code::ServiceNotRunning,
+    Code::GroupDown,
+    Code::GroupNoRedundancy,
+    Code::TlsIntercepted,
+];
+
+/// Alerting: which findings alert, timing, and where notifications go.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Codes, severities, `for` and the repeat interval.
+    pub policy: Policy,
+    /// How often findings are evaluated for alerts.
+    pub evaluate_every: Duration,
+    /// Whether notifications are logged.
+    pub log: bool,
+    /// The base of links in alerts (Alertmanager's `generatorURL`).
+    pub external_url: String,
+    /// Generic JSON webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// The Alertmanager to post to.
+    pub alertmanager: Option<AlertmanagerConfig>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            policy: Policy {
+                codes: DEFAULT_ALERT_CODES.into_iter().collect(),
+                severities: [Severity::Warning, Severity::Critical].into(),
+                for_ms: 0,
+                repeat_ms: 4 * 3_600_000,
+            },
+            evaluate_every: Duration::from_secs(30),
+            log: true,
+            external_url: "https://localhost:7443".into(),
+            webhooks: Vec::new(),
+            alertmanager: None,
+        }
+    }
+}
+
+/// A JSON webhook sink.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `http://host:port/path`.
+    pub url: Uri,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Notifications held while the receiver fails; the oldest go first when full.
+    pub max_queue: usize,
+    /// First retry delay; doubles per failure.
+    pub backoff: Duration,
+    /// Largest retry delay.
+    pub max_backoff: Duration,
+}
+
+/// The Alertmanager sink.
+#[derive(Debug, Clone)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL, `http://host:9093`.
+    pub url: Uri,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// How often firing alerts are posted again so Alertmanager keeps them active.
+    pub resend_every: Duration,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served over plain HTTP; `None`: not served.
+    pub listen: Option<SocketAddr>,
+}
+
 /// A validated aggregator configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -116,6 +242,10 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Store tuning.
     pub store: StoreConfig,
+    /// Alerting.
+    pub alert: AlertConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// Thresholds the rules use, fleet-wide or for one group.
@@ -355,6 +485,20 @@ impl Config {
                 "leave it out for 1024",
             ));
         }
+        let alert = alert_config(file, &raw.alert, listen)?;
+        let metrics = MetricsConfig {
+            listen: match &raw.metrics.listen {
+                None => None,
+                Some(text) => Some(text.parse().map_err(|_| {
+                    invalid(
+                        file,
+                        "metrics.listen",
+                        format!("`{text}` is not an address:port"),
+                        "write it like `127.0.0.1:9464`, or leave [metrics] out to serve no metrics",
+                    )
+                })?),
+            },
+        };
         Ok(Config {
             file: file.to_path_buf(),
             listen,
@@ -366,8 +510,160 @@ impl Config {
             },
             rules,
             store,
+            alert,
+            metrics,
         })
     }
+}
+
+fn http_url(file: &Path, key: &str, text: &str) -> Result<Uri, ConfigError> {
+    let fix = "write it like `http://127.0.0.1:9093`; sinks speak plain HTTP, so keep them on loopback or a trusted network";
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| invalid(file, key, format!("`{text}` is not a URL"), fix))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(invalid(
+            file,
+            key,
+            format!("`{text}` is not an http:// URL with a host"),
+            fix,
+        ));
+    }
+    Ok(uri)
+}
+
+fn alert_config(
+    file: &Path,
+    raw: &RawAlert,
+    listen: SocketAddr,
+) -> Result<AlertConfig, ConfigError> {
+    let dur = |key: &str, v: &Option<String>, d: Duration| match v {
+        Some(t) => cfg::duration(file, key, t),
+        None => Ok(d),
+    };
+    let codes = match &raw.codes {
+        None => DEFAULT_ALERT_CODES.into_iter().collect(),
+        Some(list) => list
+            .iter()
+            .map(|c| {
+                Code::parse(c).ok_or_else(|| {
+                    invalid(
+                        file,
+                        "alert.codes",
+                        format!("`{c}` is not a finding code"),
+                        "use codes from the findings table in the README, e.g. `trust-cert-expiring`",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let severities = match &raw.severities {
+        None => [Severity::Warning, Severity::Critical].into(),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                Severity::parse(s).ok_or_else(|| {
+                    invalid(
+                        file,
+                        "alert.severities",
+                        format!("`{s}` is not a severity"),
+                        "use `info`, `warning` or `critical`",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    // `for` may be zero (fire at once), so it is parsed without the positive check.
+    let for_ = match &raw.for_ {
+        None => Duration::ZERO,
+        Some(t) => connwatch_shared::time::parse_duration(t)
+            .map_err(|e| invalid(file, "alert.for", e, "write it like `0s` or `5m`"))?,
+    };
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let policy = Policy {
+        codes,
+        severities,
+        for_ms: ms(for_),
+        repeat_ms: ms(dur(
+            "alert.repeat_interval",
+            &raw.repeat_interval,
+            Duration::from_secs(4 * 3600),
+        )?),
+    };
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.webhook.iter().enumerate() {
+        let key = |k: &str| format!("alert.webhook[{i}].{k}");
+        let hook = WebhookConfig {
+            url: http_url(file, &key("url"), &w.url)?,
+            timeout: dur(&key("timeout"), &w.timeout, Duration::from_secs(5))?,
+            max_queue: w.max_queue.unwrap_or(10_000),
+            backoff: dur(&key("backoff"), &w.backoff, Duration::from_secs(1))?,
+            max_backoff: dur(
+                &key("max_backoff"),
+                &w.max_backoff,
+                Duration::from_secs(300),
+            )?,
+        };
+        if hook.max_queue == 0 {
+            return Err(invalid(
+                file,
+                key("max_queue"),
+                "must be at least 1",
+                "leave it out for 10000",
+            ));
+        }
+        if hook.backoff > hook.max_backoff {
+            return Err(invalid(
+                file,
+                key("backoff"),
+                "is longer than max_backoff",
+                "the first retry delay must not exceed the largest, e.g. 1s and 5m",
+            ));
+        }
+        webhooks.push(hook);
+    }
+    let alertmanager = match &raw.alertmanager {
+        None => None,
+        Some(a) => Some(AlertmanagerConfig {
+            url: http_url(file, "alert.alertmanager.url", &a.url)?,
+            timeout: dur(
+                "alert.alertmanager.timeout",
+                &a.timeout,
+                Duration::from_secs(5),
+            )?,
+            resend_every: dur(
+                "alert.alertmanager.resend_every",
+                &a.resend_every,
+                Duration::from_secs(60),
+            )?,
+        }),
+    };
+    let external_url = match &raw.external_url {
+        Some(u) => {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid(
+                    file,
+                    "alert.external_url",
+                    format!("`{u}` is not an http(s) URL"),
+                    "write the address operators reach the aggregator at, e.g. `https://aggregator.example.net:7443`",
+                ));
+            }
+            u.trim_end_matches('/').to_string()
+        }
+        None => format!("https://{listen}"),
+    };
+    Ok(AlertConfig {
+        policy,
+        evaluate_every: dur(
+            "alert.evaluate_every",
+            &raw.evaluate_every,
+            Duration::from_secs(30),
+        )?,
+        log: raw.log.unwrap_or(true),
+        external_url,
+        webhooks,
+        alertmanager,
+    })
 }
 
 #[cfg(test)]
@@ -391,6 +687,23 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/connwatch/data"));
         assert_eq!(c.rules, RulesConfig::default());
         assert_eq!(c.listen.port(), 7443);
+        assert!(c.alert.log && c.alert.webhooks.is_empty() && c.alert.alertmanager.is_none());
+        assert_eq!(c.alert.policy.codes.len(), DEFAULT_ALERT_CODES.len());
+        assert_eq!(c.alert.policy.for_ms, 0);
+        assert!(c.metrics.listen.is_none());
+    }
+
+    #[test]
+    fn alert_sinks_and_metrics() {
+        let c = parse(
+            "[alert]\ncodes = [\"inactive\"]\nfor = \"5m\"\n[[alert.webhook]]\nurl = \"http://127.0.0.1:9000/hook\"\n[alert.alertmanager]\nurl = \"http://127.0.0.1:9093\"\n[metrics]\nlisten = \"127.0.0.1:9464\"",
+        )
+        .expect("valid");
+        assert_eq!(c.alert.policy.codes, [Code::Inactive].into());
+        assert_eq!(c.alert.policy.for_ms, 300_000);
+        assert_eq!(c.alert.webhooks[0].url.path(), "/hook");
+        assert!(c.alert.alertmanager.is_some());
+        assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9464));
     }
 
     #[test]
@@ -422,6 +735,22 @@ mod tests {
                 "group[1].name",
             ),
             ("[store]\nmax_batch = 0", "store.max_batch"),
+            ("[alert]\ncodes = [\"cert\"]", "alert.codes"),
+            ("[alert]\nseverities = [\"high\"]", "alert.severities"),
+            ("[alert]\nevaluate_every = \"0s\"", "alert.evaluate_every"),
+            (
+                "[[alert.webhook]]\nurl = \"https://x/\"",
+                "alert.webhook[0].url",
+            ),
+            (
+                "[[alert.webhook]]\nurl = \"http://x/\"\nbackoff = \"1h\"",
+                "alert.webhook[0].backoff",
+            ),
+            (
+                "[alert.alertmanager]\nurl = \"am:9093\"",
+                "alert.alertmanager.url",
+            ),
+            ("[metrics]\nlisten = \"9464\"", "metrics.listen"),
         ] {
             let err = parse(extra).expect_err(extra);
             assert!(

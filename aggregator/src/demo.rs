@@ -153,6 +153,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             }
         },
         store: StoreConfig::default(),
+        // The demo prints findings itself; alert log lines would repeat them.
+        alert: crate::config::AlertConfig {
+            log: false,
+            ..Default::default()
+        },
+        metrics: Default::default(),
     };
     let agg_stop = CancellationToken::new();
     let aggregator = tokio::spawn(crate::server::serve(

@@ -1,8 +1,10 @@
 //! The connwatch aggregator: ingests collector reports into sled, evaluates findings
-//! per connector and group, and answers operators over gRPC. `main.rs` is a thin shell
+//! per connector and group, raises alerts, exports Prometheus metrics, and answers
+//! operators over gRPC. `main.rs` is a thin shell
 //! over [`server::run`], the operator [`cli`], the [`ca`] commands and the [`demo`].
 
 pub mod admin;
+pub mod alert;
 pub mod auth;
 pub mod backup;
 pub mod ca;
@@ -11,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod remedy;
 pub mod rules;

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use connwatch_aggregator::cli::commands::QueryCommand;
+use connwatch_aggregator::cli::{self, Connect};
 use connwatch_aggregator::config::Config;
 use connwatch_aggregator::demo::{self, DemoOptions};
 use connwatch_shared::identity::Role;
@@ -48,7 +49,7 @@ enum Command {
     /// Copy the whole store of a running aggregator into a checksummed file.
     Backup {
         #[command(flatten)]
-        connect: connwatch_aggregator::cli::Connect,
+        connect: Connect,
         /// The file to write.
         #[arg(long)]
         out: PathBuf,
@@ -62,6 +63,17 @@ enum Command {
         #[arg(long = "in")]
         input: PathBuf,
     },
+    /// Alerts (firing, pending, silenced, recently resolved), silences and sink counters.
+    Alerts {
+        #[command(flatten)]
+        connect: Connect,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silence alerts for a while: add, list, remove.
+    #[command(subcommand)]
+    Silence(cli::alerts::SilenceCommand),
     /// Certificates: create a CA, issue certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -157,6 +169,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     config.data_dir.display(),
                     config.rules.groups.len()
                 );
+                println!("{}", connwatch_aggregator::alert::describe(&config));
                 return Ok(ExitCode::SUCCESS);
             }
             runtime.block_on(async {
@@ -178,6 +191,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 runtime.block_on(connwatch_aggregator::cli::backup::restore(&config, &input))?
             );
+        }
+        Command::Alerts { connect, json } => {
+            print!("{}", runtime.block_on(cli::alerts::alerts(&connect, json))?);
+        }
+        Command::Silence(cmd) => {
+            print!("{}", runtime.block_on(cli::alerts::silence(cmd))?);
         }
         Command::Ca(CaCommand::Init {
             dir,

@@ -1,18 +1,23 @@
 //! The aggregator server: opens the store, rebuilds the live fleet from it, starts the
-//! writer, and serves `Ingest`, `Query`, gRPC health and reflection over mutual TLS
-//! until shutdown. Shutdown stops accepting, gives open streams a grace period, then
-//! lets the writer commit what it holds and flushes the store last.
+//! writer and the alert engine, serves `Ingest`, `Query`, `Alerts`, gRPC health and
+//! reflection over mutual TLS, and `/metrics` over plain HTTP when configured, until
+//! shutdown. Shutdown stops accepting, gives open streams a grace period, stops the
+//! alert engine and the metrics endpoint, lets the writer commit what it holds and
+//! flushes the store last.
 
 use crate::admin::AdminService;
+use crate::alert::{self, Hub, service::AlertsService};
 use crate::auth::RequireRole;
 use crate::config::Config;
 use crate::fleet::{Fleet, SharedFleet};
 use crate::ingest::{service::IngestService, writer};
+use crate::metrics::{self, Metrics};
 use crate::query::QueryService;
 use crate::store::Store;
 use anyhow::Context;
 use connwatch_shared::identity::Role;
 use connwatch_shared::wire::admin_server::AdminServer;
+use connwatch_shared::wire::alerts_server::AlertsServer;
 use connwatch_shared::wire::ingest_server::IngestServer;
 use connwatch_shared::wire::query_server::QueryServer;
 use std::net::SocketAddr;
@@ -73,6 +78,20 @@ pub async fn serve(
         connectors: connectors.into_iter().collect(),
     });
 
+    let metrics = Metrics::default();
+    let rules = Arc::new(config.rules.clone());
+    let hub =
+        Arc::new(Hub::load(store.clone(), metrics.clone()).context("cannot load alert states")?);
+    let metrics_listener = match config.metrics.listen {
+        None => None,
+        Some(a) => Some(TcpListener::bind(a).await.with_context(|| {
+            format!(
+                "cannot listen on {a} (key `metrics.listen` in {})",
+                config.file.display()
+            )
+        })?),
+    };
+
     let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch * 4);
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
     let writer_stop = CancellationToken::new();
@@ -81,22 +100,53 @@ pub async fn serve(
         fleet.clone(),
         rx,
         control_rx,
-        config.store.max_batch,
-        config.store.retention,
+        writer::Tuning {
+            max_batch: config.store.max_batch,
+            retention: config.store.retention,
+        },
         writer_stop.clone(),
+        metrics.clone(),
     ));
+    // The engine and the metrics endpoint stop with the server, before the writer,
+    // so the engine's last stored states are in the final flush.
+    let side_stop = shutdown.child_token();
+    let engine = alert::spawn(
+        hub.clone(),
+        fleet.clone(),
+        rules.clone(),
+        config.alert.clone(),
+        side_stop.clone(),
+    );
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            let a = l.local_addr().context("metrics listener has no address")?;
+            // Scripts and tests read this line to find the endpoint.
+            println!("connwatch-aggregator metrics on http://{a}/metrics");
+            tracing::info!(addr = %a, "serving /metrics");
+            Some(tokio::spawn(metrics::server::serve(
+                l,
+                metrics::server::Sources {
+                    metrics: metrics.clone(),
+                    fleet: fleet.clone(),
+                    rules: rules.clone(),
+                    store: store.clone(),
+                },
+                side_stop.clone(),
+            )))
+        }
+        None => None,
+    };
 
-    let ingest =
-        IngestServer::new(IngestService::new(tx)).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(QueryService::new(
-        fleet,
-        store.clone(),
-        Arc::new(config.rules.clone()),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = IngestServer::new(IngestService::new(tx, metrics.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(QueryService::new(fleet, store.clone(), rules))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let alerts =
+        AlertsServer::new(AlertsService::new(hub)).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
     health.set_serving::<QueryServer<QueryService>>().await;
+    health.set_serving::<AlertsServer<AlertsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(connwatch_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -122,6 +172,10 @@ pub async fn serve(
             AdminServer::new(AdminService::new(control_tx)),
             RequireRole(Role::Operator),
         ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            alerts,
+            RequireRole(Role::Operator),
+        ))
         .add_service(health_service)
         .add_service(reflection);
 
@@ -141,6 +195,11 @@ pub async fn serve(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => Ok(()),
     };
+    side_stop.cancel();
+    engine.await.context("the alert engine failed")?;
+    if let Some(m) = metrics_server {
+        m.await.context("the metrics endpoint failed")?;
+    }
     tracing::info!("stopping: committing queued reports");
     writer_stop.cancel();
     writer.await.context("the writer task failed")?;

@@ -4,7 +4,9 @@
 //!
 //! - `m` + name: metadata (`m:schema` holds the schema version);
 //! - `c` + connector id: the registry entry ([`StoredConnector`]);
-//! - `h` + connector id + `0x00` + epoch (BE) + seq (BE): one report ([`StoredReport`]).
+//! - `h` + connector id + `0x00` + epoch (BE) + seq (BE): one report ([`StoredReport`]);
+//! - `a` + fingerprint: an alert's lifecycle state ([`StoredAlert`]);
+//! - `s` + silence id: a silence ([`StoredSilence`]).
 //!
 //! Every value is an envelope: a format version byte, a CRC-32 of the payload (BE), then
 //! the protobuf payload. A value whose checksum fails is reported, never returned.
@@ -14,13 +16,16 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes and reads. Version 2 added alert states and silences;
+/// a version 1 store has none of either, so upgrading it only records the version.
+pub const SCHEMA_VERSION: u32 = 2;
 /// The envelope format of values.
 const VALUE_FORMAT: u8 = 1;
 const SCHEMA_KEY: &[u8] = b"m:schema";
 const CONNECTOR: u8 = b'c';
 const HISTORY: u8 = b'h';
+const ALERT: u8 = b'a';
+const SILENCE: u8 = b's';
 
 /// A connector's registry entry and latest state.
 #[derive(Clone, PartialEq, Message)]
@@ -60,6 +65,91 @@ pub struct StoredReport {
     /// The report.
     #[prost(message, optional, tag = "2")]
     pub report: Option<Report>,
+}
+
+/// A key/value pair of evidence or a label matcher.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredPair {
+    /// The key.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// The value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// An alert's lifecycle state, as the alert engine keeps it. Codes, severities and
+/// statuses are stored by their stable names.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredAlert {
+    /// Hash of (code, subject).
+    #[prost(string, tag = "1")]
+    pub fingerprint: String,
+    /// Finding code.
+    #[prost(string, tag = "2")]
+    pub code: String,
+    /// Latest severity.
+    #[prost(string, tag = "3")]
+    pub severity: String,
+    /// `connector` or `group`.
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    /// Connector id or group name.
+    #[prost(string, tag = "5")]
+    pub subject: String,
+    /// The subject's group.
+    #[prost(string, tag = "6")]
+    pub group: String,
+    /// Latest summary.
+    #[prost(string, tag = "7")]
+    pub summary: String,
+    /// Latest evidence.
+    #[prost(message, repeated, tag = "8")]
+    pub evidence: Vec<StoredPair>,
+    /// What to do.
+    #[prost(string, tag = "9")]
+    pub remediation: String,
+    /// `pending`, `firing` or `resolved`.
+    #[prost(string, tag = "10")]
+    pub status: String,
+    /// Episode start.
+    #[prost(int64, tag = "11")]
+    pub active_since_ms: i64,
+    /// Firing since (0 while pending).
+    #[prost(int64, tag = "12")]
+    pub firing_since_ms: i64,
+    /// Resolved at (0 unless resolved).
+    #[prost(int64, tag = "13")]
+    pub resolved_at_ms: i64,
+    /// Last firing or repeat notification (0: none this episode).
+    #[prost(int64, tag = "14")]
+    pub last_notified_ms: i64,
+    /// The severity last notified; empty when none.
+    #[prost(string, tag = "15")]
+    pub notified_severity: String,
+}
+
+/// A silence.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredSilence {
+    /// Its id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Label matchers, all of which must match.
+    #[prost(message, repeated, tag = "2")]
+    pub matchers: Vec<StoredPair>,
+    /// Start (ms since the Unix epoch).
+    #[prost(int64, tag = "3")]
+    pub starts_ms: i64,
+    /// End.
+    #[prost(int64, tag = "4")]
+    pub ends_ms: i64,
+    /// Why.
+    #[prost(string, tag = "5")]
+    pub comment: String,
+    /// Who.
+    #[prost(string, tag = "6")]
+    pub created_by: String,
 }
 
 /// Why the store failed.
@@ -184,6 +274,13 @@ fn connector_key(id: &str) -> Vec<u8> {
     k
 }
 
+fn kind_key(kind: u8, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1);
+    k.push(kind);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 fn history_prefix(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 18);
     k.push(HISTORY);
@@ -230,7 +327,11 @@ impl Store {
                         found,
                     });
                 }
-                // Older schemas would be migrated here; version 1 is the first.
+                if found < SCHEMA_VERSION {
+                    // Version 1 -> 2 only added key kinds; nothing to rewrite.
+                    db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                }
             }
         }
         Ok(Store {
@@ -390,6 +491,54 @@ impl Store {
         Ok(records.len())
     }
 
+    /// Every stored alert state.
+    pub fn alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        self.scan_kind(ALERT)
+    }
+
+    /// Writes changed alert states and forgets removed ones, atomically. Not durable
+    /// until [`Store::flush`].
+    pub fn save_alerts(
+        &self,
+        upserts: &[StoredAlert],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for a in upserts {
+            batch.insert(kind_key(ALERT, &a.fingerprint), encode(a));
+        }
+        for fp in removed {
+            batch.remove(kind_key(ALERT, fp));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every stored silence, expired or not.
+    pub fn silences(&self) -> Result<Vec<StoredSilence>, StoreError> {
+        self.scan_kind(SILENCE)
+    }
+
+    /// Stores a silence. Not durable until [`Store::flush`].
+    pub fn put_silence(&self, s: &StoredSilence) -> Result<(), StoreError> {
+        self.db.insert(kind_key(SILENCE, &s.id), encode(s))?;
+        Ok(())
+    }
+
+    /// Removes a silence; whether it existed. Not durable until [`Store::flush`].
+    pub fn remove_silence(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.db.remove(kind_key(SILENCE, id))?.is_some())
+    }
+
+    fn scan_kind<M: Message + Default>(&self, kind: u8) -> Result<Vec<M>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([kind]) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -507,11 +656,86 @@ mod tests {
         assert!(decode::<StoredReport>(b"k", &[1, 2]).is_err());
     }
 
+    /// Opens a store that was just closed. sled's background flusher can hold the
+    /// folder's lock for a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> Store {
+        let start = std::time::Instant::now();
+        loop {
+            match Store::open(dir, 1 << 20) {
+                Ok(s) => return s,
+                Err(e) if start.elapsed() > std::time::Duration::from_secs(5) => {
+                    panic!("reopen: {e}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn alerts_and_silences_survive_a_reopen_and_a_v1_store_is_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // No background flusher, so dropping the handle releases the lock at once.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .expect("sled");
+            db.insert(SCHEMA_KEY, &1u32.to_be_bytes()).expect("insert");
+            db.flush().expect("flush");
+        }
+        {
+            let store = reopen(dir.path());
+            let alert = |fp: &str| StoredAlert {
+                fingerprint: fp.into(),
+                status: "firing".into(),
+                ..Default::default()
+            };
+            store
+                .save_alerts(&[alert("f1"), alert("f2")], &[])
+                .expect("save");
+            store.save_alerts(&[], &["f1".into()]).expect("remove");
+            store
+                .put_silence(&StoredSilence {
+                    id: "s1".into(),
+                    ends_ms: 9,
+                    ..Default::default()
+                })
+                .expect("silence");
+            store
+                .put_silence(&StoredSilence {
+                    id: "s2".into(),
+                    ..Default::default()
+                })
+                .expect("silence");
+            assert!(store.remove_silence("s2").expect("remove"));
+            assert!(!store.remove_silence("nope").expect("remove"));
+            store.flush().await.expect("flush");
+        }
+        let store = reopen(dir.path());
+        let fps: Vec<String> = store
+            .alerts()
+            .expect("alerts")
+            .into_iter()
+            .map(|a| a.fingerprint)
+            .collect();
+        assert_eq!(fps, ["f2"]);
+        assert_eq!(store.silences().expect("silences")[0].ends_ms, 9);
+        assert!(store.connectors().expect("connectors").is_empty());
+        let version = store.db.get(SCHEMA_KEY).expect("get").expect("version");
+        assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = sled::open(dir.path()).expect("sled");
+            // No background flusher, so dropping the handle releases the lock at once.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .expect("sled");
             db.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
                 .expect("insert");
             db.flush().expect("flush");

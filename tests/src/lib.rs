@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod peers;
+
 /// The path of one of the workspace's binaries, built beside the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -142,6 +144,8 @@ pub struct Aggregator {
     pub addr: SocketAddr,
     /// Its config file.
     pub config: PathBuf,
+    /// Where `/metrics` is served, when `[metrics]` is configured.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Aggregator {
@@ -178,9 +182,16 @@ impl Aggregator {
             .context("spawn aggregator")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut metrics = None;
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(a) = line
+                        .strip_prefix("connwatch-aggregator metrics on http://")
+                        .and_then(|a| a.strip_suffix("/metrics"))
+                    {
+                        metrics = Some(a.parse().context("metrics address")?);
+                    }
                     if let Some(a) = line.strip_prefix("connwatch-aggregator listening on ") {
                         break a.parse().context("address")?;
                     }
@@ -197,6 +208,7 @@ impl Aggregator {
             child,
             addr,
             config: config.to_path_buf(),
+            metrics,
         })
     }
 
@@ -231,7 +243,12 @@ impl Aggregator {
     /// `terminate`.
     pub fn restart(&mut self) {
         let text = std::fs::read_to_string(&self.config).expect("read config");
-        let text = text.replace("127.0.0.1:0", &self.addr.to_string());
+        // Only the gRPC address: it is the first `listen` in the file.
+        let text = text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", self.addr),
+            1,
+        );
         std::fs::write(&self.config, text).expect("write config");
         let started = Instant::now();
         // The port may linger briefly; retry for a few seconds.
@@ -500,6 +517,25 @@ pub fn report(epoch: u64, seq: u64) -> Report {
         collector_version: "test".into(),
         ..Default::default()
     }
+}
+
+/// A report like [`report`] carrying one trust certificate that expires in
+/// `days_left` days, with thumbprint `thumbprint`.
+pub fn cert_report(epoch: u64, seq: u64, days_left: i64, thumbprint: &str) -> Report {
+    let mut r = report(epoch, seq);
+    let now = connwatch_shared::time::now_ms();
+    r.trust_certs = vec![connwatch_shared::wire::TrustCertificate {
+        source: "LocalMachine\\My".into(),
+        subject: "CN=connector".into(),
+        issuer: "CN=connectorregistrationca.msappproxy.net".into(),
+        thumbprint: thumbprint.into(),
+        not_before_ms: now - 86_400_000,
+        not_after_ms: now + days_left * 86_400_000,
+        found: true,
+        thumbprint_matched: true,
+        ..Default::default()
+    }];
+    r
 }
 
 /// The identity of a collector named `name`.

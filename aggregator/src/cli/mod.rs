@@ -2,6 +2,7 @@
 //! certificate, asks one question, and prints the answer as a table or as JSON. It
 //! never opens the store.
 
+pub mod alerts;
 pub mod backup;
 pub mod commands;
 pub mod table;
@@ -64,7 +65,7 @@ impl Connect {
         Ok(QueryClient::new(self.channel().await?))
     }
 
-    /// Connects with the operator certificate.
+    /// Connects and returns the channel, for any of the operator services.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         let files = self.files();
         let tls = files.load().context(

@@ -9,6 +9,7 @@
 
 use super::writer::Submission;
 use crate::auth;
+use crate::metrics::Metrics;
 use connwatch_shared::time::now_ms;
 use connwatch_shared::validate::validate_report;
 use connwatch_shared::wire::ingest_server::Ingest;
@@ -36,15 +37,17 @@ pub struct IngestService {
     writer: mpsc::Sender<Submission>,
     streams: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Metrics,
 }
 
 impl IngestService {
-    /// A service feeding `writer`.
-    pub fn new(writer: mpsc::Sender<Submission>) -> IngestService {
+    /// A service feeding `writer`, counting rejections in `metrics`.
+    pub fn new(writer: mpsc::Sender<Submission>, metrics: Metrics) -> IngestService {
         IngestService {
             writer,
             streams: Arc::default(),
             next_stream: Arc::default(),
+            metrics,
         }
     }
 
@@ -158,6 +161,7 @@ impl Ingest for IngestService {
         let writer = self.writer.clone();
         let (stream_id, replaced) = self.register(&connector);
         let streams = self.streams.clone();
+        let metrics = self.metrics.clone();
         tracing::debug!(parent: &span, "stream opened");
         tokio::spawn(
             async move {
@@ -175,7 +179,7 @@ impl Ingest for IngestService {
                     let next = match message {
                         Ok(Some(report)) => {
                             pacer.take().await;
-                            accept(&writer, &connector, report).await
+                            accept(&writer, &connector, report, &metrics).await
                         }
                         Ok(None) => break,
                         Err(status) => {
@@ -222,11 +226,19 @@ impl Ingest for IngestService {
     }
 }
 
-async fn accept(writer: &mpsc::Sender<Submission>, connector: &str, report: Report) -> Pending {
+async fn accept(
+    writer: &mpsc::Sender<Submission>,
+    connector: &str,
+    report: Report,
+    metrics: &Metrics,
+) -> Pending {
     let received_ms = now_ms();
     let seq = report.seq;
     if let Err(e) = validate_report(&report, received_ms) {
         tracing::warn!(seq, error = %e, "report rejected");
+        metrics
+            .reports_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Pending::Ready(ack(seq, AckOutcome::Rejected, e.to_string()));
     }
     let (reply, rx) = oneshot::channel();

@@ -5,10 +5,12 @@
 //! one-fsync-per-report ceiling.
 
 use crate::fleet::SharedFleet;
+use crate::metrics::Metrics;
 use crate::store::{Snapshot, Store, StoredConnector, StoredReport, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -71,6 +73,15 @@ impl Pruner {
     }
 }
 
+/// How the writer groups commits and how long it keeps history.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// The most reports committed in one flush.
+    pub max_batch: usize,
+    /// History older than this is removed.
+    pub retention: Duration,
+}
+
 /// Requests other than reports that the writer serves between groups, so that they
 /// see the store with no write half done.
 #[derive(Debug)]
@@ -87,10 +98,14 @@ pub async fn run(
     fleet: SharedFleet,
     mut rx: mpsc::Receiver<Submission>,
     mut control: mpsc::Receiver<Control>,
-    max_batch: usize,
-    retention: Duration,
+    tuning: Tuning,
     stop: CancellationToken,
+    metrics: Metrics,
 ) {
+    let Tuning {
+        max_batch,
+        retention,
+    } = tuning;
     let mut batch = Vec::with_capacity(max_batch);
     let mut pruner = Pruner {
         retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
@@ -129,12 +144,12 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        commit(&store, &fleet, std::mem::take(&mut batch)).await;
+        commit(&store, &fleet, std::mem::take(&mut batch), &metrics).await;
     }
     tracing::debug!("writer stopped");
 }
 
-async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
+async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>, metrics: &Metrics) {
     let mut overlay: HashMap<String, StoredConnector> = HashMap::new();
     let mut writes = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -182,11 +197,14 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
         }
     }
     if !writes.is_empty() {
+        let started = std::time::Instant::now();
         let result = match store.apply(&writes) {
             Ok(()) => store.flush().await.map(|_| ()),
             Err(e) => Err(e),
         };
+        metrics.commit_seconds.observe(started.elapsed());
         if let Err(e) = result {
+            metrics.commit_failures.fetch_add(1, Relaxed);
             tracing::error!(error = %e, reports = batch.len(), "commit failed; nothing acknowledged");
             for s in batch {
                 let _ = s.reply.send(Err(e.to_string()));
@@ -197,6 +215,12 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>) {
         for (id, entry) in overlay {
             fleet.connectors.insert(id, entry);
         }
+    }
+    for outcome in &outcomes {
+        match outcome {
+            AckOutcome::Duplicate => metrics.reports_duplicate.fetch_add(1, Relaxed),
+            _ => metrics.reports_stored.fetch_add(1, Relaxed),
+        };
     }
     for (s, outcome) in batch.into_iter().zip(outcomes) {
         // The stream may have gone; its collector will resend and get a duplicate ack.
