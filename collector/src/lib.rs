@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod outbox;
+pub mod platform;
 pub mod probe;
 pub mod scheduler;
 pub mod uplink;
@@ -25,7 +26,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     })?;
     let tls = aggregator.tls.load()?;
     let config = Arc::new(config);
-    let probes = probe::build(&config);
+    let probes = probe::build(&config, &platform::current());
     let outbox = Arc::new(outbox::Outbox::new(aggregator.max_pending));
     tracing::info!(group = %config.group, probes = probes.len(), interval = ?config.interval, "collector starting");
     let uplink = tokio::spawn(uplink::run(
@@ -48,7 +49,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Runs one cycle locally and returns its report, without an aggregator.
 pub async fn probe_once(config: &Config) -> Report {
-    let probes = probe::build(config);
+    let probes = probe::build(config, &platform::current());
     let mut report = scheduler::cycle(config, &probes).await;
     report.seq = 1;
     report

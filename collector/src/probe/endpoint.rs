@@ -1,8 +1,10 @@
-//! Endpoint probe: resolves `host:port`, connects over TCP under its own timeout, and
-//! says why a connect failed (refused, timed out, DNS, unreachable), with latency. This
-//! is the port test of the troubleshooting flowchart, run every cycle.
+//! Endpoint probe: resolves `host:port`, connects over TCP, and says why a connect
+//! failed (refused, timed out, DNS, unreachable), with latency: the port test of the
+//! troubleshooting flowchart, run every cycle. For TLS endpoints it also records the
+//! handshake: protocol, cipher suite, the chain the server presented and whether it
+//! came from an expected issuer. One timeout covers the whole check.
 
-use super::{Observation, Probe};
+use super::{Observation, Probe, tls};
 use crate::config::EndpointConfig;
 use connwatch_shared::wire::{ConnectOutcome, EndpointCheck};
 use futures::future::BoxFuture;
@@ -21,7 +23,8 @@ impl EndpointProbe {
         EndpointProbe { config }
     }
 
-    async fn check(&self) -> EndpointCheck {
+    /// Runs the check.
+    pub async fn check(&self) -> EndpointCheck {
         let c = &self.config;
         let mut check = EndpointCheck {
             name: c.name.clone(),
@@ -29,44 +32,86 @@ impl EndpointProbe {
             required: c.required,
             ..Default::default()
         };
+        let deadline = tokio::time::Instant::now() + c.timeout;
         let started = Instant::now();
-        let (outcome, error) = connect(&c.address, c.timeout).await;
-        check.latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        check.outcome = outcome as i32;
-        check.error = error;
+        let connected = connect(&c.address, deadline, c.timeout).await;
+        check.latency_ms = millis(started.elapsed());
+        let tcp = match connected {
+            Ok(tcp) => tcp,
+            Err((outcome, error)) => {
+                check.outcome = outcome as i32;
+                check.error = error;
+                return check;
+            }
+        };
+        check.outcome = ConnectOutcome::Ok as i32;
+        let Some(t) = &c.tls else {
+            return check;
+        };
+        let shake = tls::handshake(tcp, &t.server_name, &t.roots, &t.expected_issuers, false);
+        match tokio::time::timeout_at(deadline, shake).await {
+            Ok(h) => check.tls = Some(h.result),
+            Err(_) => {
+                // The port accepts connections but nothing answers the handshake: for
+                // the connector that is as good as a timeout.
+                let error = format!(
+                    "{}: the TCP connect succeeded but the TLS handshake got no answer within {:?}",
+                    c.address, c.timeout
+                );
+                check.outcome = ConnectOutcome::TimedOut as i32;
+                check.error = error.clone();
+                check.tls = Some(connwatch_shared::wire::TlsResult {
+                    issuer_checked: !t.expected_issuers.is_empty(),
+                    error,
+                    ..Default::default()
+                });
+            }
+        }
         check
     }
 }
 
-/// Connects once; returns the outcome and, on failure, the error text.
-async fn connect(address: &str, timeout: Duration) -> (ConnectOutcome, String) {
-    let deadline = tokio::time::Instant::now() + timeout;
+pub(crate) fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Resolves and connects before `deadline`; on failure, the outcome and error text.
+pub(crate) async fn connect(
+    address: &str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<TcpStream, (ConnectOutcome, String)> {
     let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(address)).await {
         Err(_) => {
-            return (
+            return Err((
                 ConnectOutcome::TimedOut,
-                format!("name resolution did not answer within {timeout:?}"),
-            );
+                format!("name resolution of {address} did not answer within {timeout:?}"),
+            ));
         }
-        Ok(Err(e)) => return (ConnectOutcome::DnsFailed, format!("cannot resolve: {e}")),
+        Ok(Err(e)) => {
+            return Err((
+                ConnectOutcome::DnsFailed,
+                format!("cannot resolve {address}: {e}"),
+            ));
+        }
         Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
     };
     if addrs.is_empty() {
-        return (
+        return Err((
             ConnectOutcome::DnsFailed,
-            "the name resolves to no address".into(),
-        );
+            format!("{address} resolves to no address"),
+        ));
     }
     let mut last = (ConnectOutcome::OtherError, String::new());
     for addr in addrs {
         match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => {
-                return (
+                return Err((
                     ConnectOutcome::TimedOut,
                     format!("no answer from {addr} within {timeout:?}"),
-                );
+                ));
             }
-            Ok(Ok(_stream)) => return (ConnectOutcome::Ok, String::new()),
+            Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) => {
                 let outcome = match e.kind() {
                     ErrorKind::ConnectionRefused => ConnectOutcome::Refused,
@@ -80,7 +125,7 @@ async fn connect(address: &str, timeout: Duration) -> (ConnectOutcome, String) {
             }
         }
     }
-    last
+    Err(last)
 }
 
 impl Probe for EndpointProbe {
@@ -107,6 +152,7 @@ mod tests {
             address,
             timeout: Duration::from_millis(timeout_ms),
             required: true,
+            tls: None,
         })
     }
 

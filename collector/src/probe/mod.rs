@@ -3,14 +3,21 @@
 //! reports why, as a [`ProbeError`]. Adding a probe is one file here plus one line in
 //! [`build`].
 
+pub mod backend;
 pub mod cert;
 pub mod endpoint;
 pub mod host;
+pub mod log;
+pub mod proxy;
 pub mod service;
+pub mod tls;
+pub mod version;
 
 use crate::config::Config;
+use crate::platform::Platform;
 use connwatch_shared::wire::{
-    EndpointCheck, HostInfo, ProbeError, Report, ServiceStatus, TrustCertificate,
+    BackendCheck, EndpointCheck, HostInfo, LogSignature, ProbeError, ProxySettings, Report,
+    ServiceStatus, TrustCertificate, VersionInfo,
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -28,8 +35,18 @@ pub enum Observation {
     Endpoint(EndpointCheck),
     /// Host facts.
     Host(HostInfo),
+    /// A backend application's answer.
+    Backend(BackendCheck),
+    /// The connector's, updater's and host's proxy settings.
+    Proxy(ProxySettings),
+    /// Known error signatures seen in the connector's log since the previous cycle.
+    Log(Vec<LogSignature>),
+    /// The connector's and updater's versions.
+    Version(VersionInfo),
     /// The probe could not run.
     Failed(ProbeError),
+    /// Several facts from one probe, such as a result and the parts it could not read.
+    Many(Vec<Observation>),
 }
 
 impl Observation {
@@ -40,7 +57,16 @@ impl Observation {
             Observation::TrustCert(c) => report.trust_certs.push(c),
             Observation::Endpoint(e) => report.endpoints.push(e),
             Observation::Host(h) => report.host = Some(h),
+            Observation::Backend(b) => report.backends.push(b),
+            Observation::Proxy(p) => report.proxy = Some(p),
+            Observation::Log(l) => report.log_signatures.extend(l),
+            Observation::Version(v) => report.version = Some(v),
             Observation::Failed(e) => report.probe_errors.push(e),
+            Observation::Many(all) => {
+                for o in all {
+                    o.apply(report);
+                }
+            }
         }
     }
 }
@@ -56,26 +82,59 @@ pub trait Probe: Send + Sync {
     fn run(&self) -> BoxFuture<'_, Observation>;
 }
 
-/// The probes a config asks for.
-pub fn build(config: &Config) -> Vec<Arc<dyn Probe>> {
+/// The probes a config asks for, on this host's platform.
+pub fn build(config: &Config, platform: &Platform) -> Vec<Arc<dyn Probe>> {
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
-    let host = Arc::new(host::HostProbe::new(config.host));
+    let host = Arc::new(host::HostProbe::new(config.disk.clone()));
     for s in &config.services {
         probes.push(Arc::new(service::ServiceProbe::new(
             s.clone(),
             host.clone(),
+            platform.services.clone(),
+        )));
+    }
+    if config.version.connector.is_some() || config.version.updater.is_some() {
+        probes.push(Arc::new(version::VersionProbe::new(
+            config.version.clone(),
+            platform.installed.clone(),
         )));
     }
     for e in &config.endpoints {
         probes.push(Arc::new(endpoint::EndpointProbe::new(e.clone())));
     }
     for c in &config.trust_certs {
-        probes.push(Arc::new(cert::TrustCertProbe::new(c.clone())));
+        probes.push(Arc::new(cert::TrustCertProbe::new(
+            c.clone(),
+            platform.cert_store.clone(),
+        )));
+    }
+    for b in &config.backends {
+        probes.push(Arc::new(backend::BackendProbe::new(b.clone())));
+    }
+    if let Some(p) = &config.proxy {
+        probes.push(Arc::new(proxy::ProxyProbe::new(
+            p.clone(),
+            platform.proxy.clone(),
+        )));
+    }
+    if let Some(l) = &config.log {
+        probes.push(Arc::new(log::LogProbe::new(
+            l.clone(),
+            platform.events.clone(),
+        )));
     }
     if config.host {
         probes.push(host);
     }
     probes
+}
+
+/// A probe error for `probe` saying `reason`.
+pub(crate) fn failed(probe: impl Into<String>, reason: impl Into<String>) -> Observation {
+    Observation::Failed(ProbeError {
+        probe: probe.into(),
+        reason: reason.into(),
+    })
 }
 
 /// Margin given to a probe beyond its own deadline before the cycle abandons it.
