@@ -875,4 +875,119 @@ mod tests {
     fn thumbprints_are_normalised() {
         assert_eq!(normalise_thumbprint("ab:cd ef"), "ABCDEF");
     }
+
+    #[test]
+    fn windows_defaults_fill_the_sections_left_out() {
+        let defaults = Defaults::windows("C:\\ProgramData", "C:\\Program Files");
+        let c = Config::parse_with(
+            Path::new("C:\\connwatch\\collector.toml"),
+            "group = \"eu\"",
+            &defaults,
+        )
+        .expect("valid");
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["WAPCSvc", "WAPCUpdaterSvc"]);
+        assert_eq!(c.services[1].role, ServiceRole::Updater);
+        let endpoints: Vec<(&str, bool)> = c
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.tls.is_some()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                ("login.microsoftonline.com:443", true),
+                ("login.microsoftonline.com:80", false)
+            ]
+        );
+        let settings: Vec<String> = c.trust_certs[0]
+            .settings
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(settings[0].contains("Microsoft AAD Application Proxy Connector\\Config"));
+        assert!(settings[1].contains("Microsoft AAD private network connector\\Config"));
+        assert!(c.trust_certs[0].path.is_none(), "the store, not a file");
+        assert_eq!(
+            c.log.and_then(|l| l.channel).as_deref(),
+            Some(DEFAULT_EVENT_CHANNEL)
+        );
+        assert!(matches!(
+            c.version.connector,
+            Some(VersionSource::Installed)
+        ));
+        // An empty list turns a default off; a listed service keeps its defaults by role.
+        let none = Config::parse_with(
+            Path::new("c.toml"),
+            "group = \"eu\"\nservice = []\nendpoint = []\n[[trust_cert]]\npath = \"t.pem\"\n[[service]]\nrole = \"updater\"",
+            &defaults,
+        );
+        assert!(none.is_err(), "service cannot be both a list and tables");
+        let some = Config::parse_with(
+            Path::new("c.toml"),
+            "group = \"eu\"\nendpoint = []\n[[service]]\nrole = \"updater\"",
+            &defaults,
+        )
+        .expect("valid");
+        assert!(some.endpoints.is_empty());
+        assert_eq!(some.services.len(), 1);
+        assert_eq!(some.services[0].name, "WAPCUpdaterSvc");
+    }
+
+    #[test]
+    fn probe_sections_are_validated() {
+        let c = parse(
+            "group = \"eu\"\n[[endpoint]]\naddress = \"[::1]:443\"\ntls = true\nexpected_issuers = [\"Contoso\"]\n[[backend]]\nurl = \"http://intranet:8080/\"\n[proxy]\nconnector_config = \"c.exe.config\"\n[log]\nfile = \"connector.log\"\n[version.connector]\nfile = \"VERSION\"\n[version.updater]\ncommand = [\"updater\", \"--version\"]\npattern = \"v(\\\\S+)\"\n[host]\ndisk = \"/var\"",
+        )
+        .expect("valid");
+        let tls = c.endpoints[0].tls.as_ref().expect("tls");
+        assert_eq!(tls.server_name, "::1");
+        assert_eq!(c.backends[0].timeout, DEFAULT_BACKEND_TIMEOUT);
+        assert_eq!(
+            c.proxy.and_then(|p| p.connector_config),
+            Some(PathBuf::from("/etc/connwatch/c.exe.config"))
+        );
+        assert_eq!(
+            c.log.and_then(|l| l.file),
+            Some(PathBuf::from("/etc/connwatch/connector.log"))
+        );
+        assert!(matches!(
+            c.version.updater,
+            Some(VersionSource::Command { .. })
+        ));
+        for (text, needle) in [
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\nexpected_issuers = [\"x\"]",
+                "endpoint[0].tls",
+            ),
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\ntls = true\nca = \"missing.pem\"",
+                "endpoint[0].ca",
+            ),
+            (
+                "group = \"eu\"\n[[trust_cert]]\nthumbprint = \"AA\"",
+                "trust_cert[0]",
+            ),
+            (
+                "group = \"eu\"\n[[backend]]\nurl = \"intranet\"",
+                "backend[0].url",
+            ),
+            ("group = \"eu\"\n[log]", "`log`"),
+            (
+                "group = \"eu\"\n[version.connector]\nfile = \"v\"\ncommand = [\"x\"]",
+                "version.connector",
+            ),
+            (
+                "group = \"eu\"\n[version.connector]\nfile = \"v\"\npattern = \"(\"",
+                "version.connector.pattern",
+            ),
+            (
+                "group = \"eu\"\n[[service]]\nrole = \"other\"",
+                "service[0].name",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
 }

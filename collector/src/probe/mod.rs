@@ -174,3 +174,86 @@ where
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EndpointConfig, TlsCheckConfig};
+    use connwatch_shared::wire::ConnectOutcome;
+    use std::time::Instant;
+
+    /// A probe that never finishes and ignores its own deadline.
+    struct Stuck;
+
+    impl Probe for Stuck {
+        fn name(&self) -> String {
+            "stuck".into()
+        }
+        fn deadline(&self) -> Duration {
+            Duration::from_millis(300)
+        }
+        fn run(&self) -> BoxFuture<'_, Observation> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn twenty_endpoints_with_one_hung_take_the_slowest_timeout_not_the_sum() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        // Accepts connections (the kernel does) but never speaks TLS.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let timeout = Duration::from_secs(1);
+        let endpoint = |i: usize, address: String, tls: bool| {
+            Arc::new(endpoint::EndpointProbe::new(EndpointConfig {
+                name: format!("e{i}"),
+                address,
+                timeout,
+                required: true,
+                tls: tls.then(|| TlsCheckConfig {
+                    server_name: "localhost".into(),
+                    expected_issuers: Vec::new(),
+                    roots: Vec::new(),
+                }),
+            })) as Arc<dyn Probe>
+        };
+        let mut probes: Vec<Arc<dyn Probe>> = (0..19)
+            .map(|i| endpoint(i, open.local_addr().expect("addr").to_string(), false))
+            .collect();
+        probes.push(endpoint(
+            19,
+            silent.local_addr().expect("addr").to_string(),
+            true,
+        ));
+        probes.push(Arc::new(Stuck));
+        let started = Instant::now();
+        let observations = run_all(&probes).await;
+        let took = started.elapsed();
+        println!("20 endpoint checks, one hung for its {timeout:?} timeout: cycle took {took:?}");
+        assert!(
+            took >= timeout,
+            "the hung check ran to its timeout: {took:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(500),
+            "the cycle takes the slowest timeout, not the sum: {took:?}"
+        );
+        let mut report = Report::default();
+        for o in observations {
+            o.apply(&mut report);
+        }
+        assert_eq!(report.endpoints.len(), 20);
+        let timed_out: Vec<&str> = report
+            .endpoints
+            .iter()
+            .filter(|e| e.outcome == ConnectOutcome::TimedOut as i32)
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(timed_out, ["e19"]);
+        assert_eq!(report.probe_errors.len(), 1, "the stuck probe is abandoned");
+        assert!(report.probe_errors[0].reason.contains("abandoned"));
+    }
+}
