@@ -5,6 +5,7 @@
 use connwatch_shared::config::{self as cfg, ConfigError, invalid};
 use connwatch_shared::tls::TlsFiles;
 use connwatch_shared::wire::ServiceRole;
+use regex::Regex;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,12 +20,21 @@ struct RawConfig {
     jitter: Option<String>,
     #[serde(default)]
     aggregator: Option<RawAggregator>,
+    // `None` (the key is absent) means the platform's defaults; an empty list means none.
     #[serde(default)]
-    service: Vec<RawService>,
+    service: Option<Vec<RawService>>,
     #[serde(default)]
-    endpoint: Vec<RawEndpoint>,
+    endpoint: Option<Vec<RawEndpoint>>,
     #[serde(default)]
-    trust_cert: Vec<RawTrustCert>,
+    trust_cert: Option<Vec<RawTrustCert>>,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+    #[serde(default)]
+    proxy: Option<RawProxy>,
+    #[serde(default)]
+    log: Option<RawLog>,
+    #[serde(default)]
+    version: Option<RawVersion>,
     #[serde(default)]
     host: RawHost,
     #[serde(default)]
@@ -58,13 +68,16 @@ struct RawAggregator {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
     process: Option<String>,
     #[serde(default)]
     pid_file: Option<PathBuf>,
+    #[serde(default)]
+    unit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +90,14 @@ struct RawEndpoint {
     timeout: Option<String>,
     #[serde(default = "yes")]
     required: bool,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    expected_issuers: Vec<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -86,9 +107,62 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrustCert {
-    path: PathBuf,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    settings: Option<PathBuf>,
     #[serde(default)]
     thumbprint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    url: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    #[serde(default)]
+    connector_config: Option<PathBuf>,
+    #[serde(default)]
+    updater_config: Option<PathBuf>,
+    #[serde(default = "yes")]
+    system: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    #[serde(default)]
+    connector: Option<RawVersionSource>,
+    #[serde(default)]
+    updater: Option<RawVersionSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersionSource {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,11 +170,16 @@ struct RawTrustCert {
 struct RawHost {
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    disk: Option<PathBuf>,
 }
 
 impl Default for RawHost {
     fn default() -> Self {
-        RawHost { enabled: true }
+        RawHost {
+            enabled: true,
+            disk: None,
+        }
     }
 }
 
@@ -123,8 +202,18 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// Trust certificates to read.
     pub trust_certs: Vec<TrustCertConfig>,
+    /// Internal application URLs to load.
+    pub backends: Vec<BackendConfig>,
+    /// Where the connector's and updater's proxy settings are read from.
+    pub proxy: Option<ProxyConfig>,
+    /// The connector log to scan for known errors.
+    pub log: Option<LogConfig>,
+    /// Where the connector's and updater's versions come from.
+    pub version: VersionConfig,
     /// Whether to report host facts.
     pub host: bool,
+    /// The path whose disk's size and free space are reported.
+    pub disk: Option<PathBuf>,
     /// Where unacknowledged reports wait.
     pub spool: SpoolConfig,
 }
@@ -161,17 +250,19 @@ pub struct AggregatorConfig {
     pub drain_rate: u32,
 }
 
-/// A service (Windows) or process (elsewhere) to check.
+/// A service to check: through the platform's service manager, or as a process.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// The service name, such as `WAPCSvc`.
     pub name: String,
     /// What the service is to the connector.
     pub role: ServiceRole,
-    /// The process name to look for where there is no service manager.
-    pub process: String,
-    /// A pid file to check instead of the process name.
+    /// A process name to look for instead of asking the service manager.
+    pub process: Option<String>,
+    /// A pid file to check instead of asking the service manager.
     pub pid_file: Option<PathBuf>,
+    /// The systemd unit, where it differs from the name.
+    pub unit: Option<String>,
 }
 
 /// A `host:port` to connect to every cycle.
@@ -181,38 +272,216 @@ pub struct EndpointConfig {
     pub name: String,
     /// `host:port`.
     pub address: String,
-    /// Connect timeout, DNS included.
+    /// Budget for the whole check: DNS, connect and, for TLS, the handshake.
     pub timeout: Duration,
     /// Whether the connector needs it (unreachable required endpoints are findings).
     pub required: bool,
+    /// For TLS endpoints, what to check of the handshake.
+    pub tls: Option<TlsCheckConfig>,
 }
 
-/// A trust certificate file (PEM or DER).
+/// What to check of a TLS endpoint's handshake.
 #[derive(Debug, Clone)]
+pub struct TlsCheckConfig {
+    /// The name sent in SNI and checked against the certificate when verifying.
+    pub server_name: String,
+    /// Issuer names (substrings of an issuer's distinguished name, any case) the chain
+    /// must come from; empty means the issuer is not checked.
+    pub expected_issuers: Vec<String>,
+    /// Root certificates (DER) to verify the chain against; empty means the chain is
+    /// recorded but not verified.
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// A trust certificate: read from a file, or found in a Windows certificate store by
+/// the thumbprint in TrustSettings.xml.
+#[derive(Debug, Clone, Default)]
 pub struct TrustCertConfig {
-    /// The file.
-    pub path: PathBuf,
-    /// The SHA-1 thumbprint the certificate must have, if one is known.
+    /// A PEM or DER file; `None` means the Windows store named by TrustSettings.xml.
+    pub path: Option<PathBuf>,
+    /// TrustSettings.xml candidates; the first that exists is read.
+    pub settings: Vec<PathBuf>,
+    /// The SHA-1 thumbprint the certificate must have; overrides TrustSettings.xml.
     pub thumbprint: Option<String>,
+}
+
+/// An internal application URL to load from the host.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Budget for the whole request.
+    pub timeout: Duration,
+    /// Roots (DER) to verify an https server against; empty means not verified.
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// Where proxy settings are read from.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyConfig {
+    /// The connector service's `.exe.config`.
+    pub connector_config: Option<PathBuf>,
+    /// The updater service's `.exe.config`.
+    pub updater_config: Option<PathBuf>,
+    /// Whether to report the system proxy (WinHTTP on Windows, environment elsewhere).
+    pub system: bool,
+}
+
+/// The connector log to scan.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// A log file (Linux, tests).
+    pub file: Option<PathBuf>,
+    /// A Windows event log channel.
+    pub channel: Option<String>,
+}
+
+/// Where versions come from.
+#[derive(Debug, Clone, Default)]
+pub struct VersionConfig {
+    /// The connector's version.
+    pub connector: Option<VersionSource>,
+    /// The updater's version.
+    pub updater: Option<VersionSource>,
+}
+
+/// One way to find a version.
+#[derive(Debug, Clone)]
+pub enum VersionSource {
+    /// The first match of `pattern` in a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its first capture group (or whole match) is the version.
+        pattern: Regex,
+    },
+    /// The first match of `pattern` in a command's standard output.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Its first capture group (or whole match) is the version.
+        pattern: Regex,
+    },
+    /// The platform's record of installed software (the Windows uninstall registry).
+    Installed,
 }
 
 /// The default connect timeout of an endpoint check.
 pub const DEFAULT_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default timeout of a backend request.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default version pattern: the first dotted number.
+pub const DEFAULT_VERSION_PATTERN: &str = r"(?:^|[^\d.])(\d+(?:\.\d+){1,3})";
+
+/// What a config that leaves a section out gets: the connector's standard installation
+/// on Windows, nothing elsewhere (there is no connector installation to assume).
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Services checked when no `[[service]]` is configured.
+    pub services: Vec<ServiceConfig>,
+    /// Endpoints checked when no `[[endpoint]]` is configured.
+    pub endpoints: Vec<EndpointConfig>,
+    /// TrustSettings.xml candidates when no `[[trust_cert]]` is configured.
+    pub trust_settings: Vec<PathBuf>,
+    /// Proxy sources when there is no `[proxy]` section.
+    pub proxy: Option<ProxyConfig>,
+    /// The log when there is no `[log]` section.
+    pub log: Option<LogConfig>,
+    /// Versions when there is no `[version]` section.
+    pub version: VersionConfig,
+}
+
+impl Defaults {
+    /// The connector's standard installation on a Windows host with the given
+    /// `%ProgramData%` and `%ProgramFiles%` folders.
+    pub fn windows(program_data: &str, program_files: &str) -> Defaults {
+        let join = |base: &str, rest: &str| PathBuf::from(format!("{base}\\{rest}"));
+        let service = |name: &str, role| ServiceConfig {
+            name: name.into(),
+            role,
+            process: None,
+            pid_file: None,
+            unit: None,
+        };
+        let endpoint = |port: u16, tls: bool| {
+            let address = format!("login.microsoftonline.com:{port}");
+            EndpointConfig {
+                name: address.clone(),
+                address,
+                timeout: DEFAULT_ENDPOINT_TIMEOUT,
+                required: true,
+                tls: tls.then(|| TlsCheckConfig {
+                    server_name: "login.microsoftonline.com".into(),
+                    expected_issuers: Vec::new(),
+                    roots: Vec::new(),
+                }),
+            }
+        };
+        Defaults {
+            services: vec![
+                service(DEFAULT_CONNECTOR_SERVICE, ServiceRole::Connector),
+                service(DEFAULT_UPDATER_SERVICE, ServiceRole::Updater),
+            ],
+            endpoints: vec![endpoint(443, true), endpoint(80, false)],
+            trust_settings: vec![
+                join(
+                    program_data,
+                    "Microsoft\\Microsoft AAD Application Proxy Connector\\Config\\TrustSettings.xml",
+                ),
+                join(
+                    program_data,
+                    "Microsoft\\Microsoft AAD private network connector\\Config\\TrustSettings.xml",
+                ),
+            ],
+            proxy: Some(ProxyConfig {
+                connector_config: Some(join(
+                    program_files,
+                    "Microsoft AAD App Proxy Connector\\ApplicationProxyConnectorService.exe.config",
+                )),
+                updater_config: Some(join(
+                    program_files,
+                    "Microsoft AAD App Proxy Connector Updater\\ApplicationProxyConnectorUpdaterService.exe.config",
+                )),
+                system: true,
+            }),
+            log: Some(LogConfig {
+                file: None,
+                channel: Some(DEFAULT_EVENT_CHANNEL.into()),
+            }),
+            version: VersionConfig {
+                connector: Some(VersionSource::Installed),
+                updater: Some(VersionSource::Installed),
+            },
+        }
+    }
+}
+
+/// The connector service's name.
+pub const DEFAULT_CONNECTOR_SERVICE: &str = "WAPCSvc";
+/// The updater service's name.
+pub const DEFAULT_UPDATER_SERVICE: &str = "WAPCUpdaterSvc";
+/// The connector's Admin event log channel.
+pub const DEFAULT_EVENT_CHANNEL: &str = "Microsoft-AadApplicationProxy-Connector/Admin";
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, with this platform's defaults.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = cfg::load_toml(file)?;
-        Config::from_raw(file, raw)
+        Config::from_raw(file, raw, &crate::platform::defaults())
     }
 
-    /// Parses and validates config text, as if read from `file`.
+    /// Parses and validates config text, as if read from `file`, with no defaults.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = cfg::parse_toml(file, text)?;
-        Config::from_raw(file, raw)
+        Config::parse_with(file, text, &Defaults::default())
     }
 
-    fn from_raw(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    /// Parses and validates config text with the given defaults.
+    pub fn parse_with(file: &Path, text: &str, defaults: &Defaults) -> Result<Config, ConfigError> {
+        let raw: RawConfig = cfg::parse_toml(file, text)?;
+        Config::from_raw(file, raw, defaults)
+    }
+
+    fn from_raw(file: &Path, raw: RawConfig, defaults: &Defaults) -> Result<Config, ConfigError> {
         if connwatch_shared::identity::validate_name(&raw.group).is_err() {
             return Err(invalid(
                 file,
@@ -239,58 +508,78 @@ impl Config {
             .aggregator
             .map(|a| aggregator_config(file, a))
             .transpose()?;
-        let mut services = Vec::new();
-        for (i, s) in raw.service.into_iter().enumerate() {
-            let role = match s.role.as_deref() {
-                None | Some("connector") => ServiceRole::Connector,
-                Some("updater") => ServiceRole::Updater,
-                Some("other") => ServiceRole::Other,
-                Some(other) => {
+        let services = match raw.service {
+            None => defaults.services.clone(),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| service_config(file, i, s))
+                .collect::<Result<_, _>>()?,
+        };
+        let endpoints = match raw.endpoint {
+            None => defaults.endpoints.clone(),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| endpoint_config(file, i, e))
+                .collect::<Result<_, _>>()?,
+        };
+        let trust_certs = match raw.trust_cert {
+            None if defaults.trust_settings.is_empty() => Vec::new(),
+            None => vec![TrustCertConfig {
+                settings: defaults.trust_settings.clone(),
+                ..Default::default()
+            }],
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| trust_cert_config(file, i, t))
+                .collect::<Result<_, _>>()?,
+        };
+        let backends = raw
+            .backend
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| backend_config(file, i, b))
+            .collect::<Result<_, _>>()?;
+        let proxy = match raw.proxy {
+            None => defaults.proxy.clone(),
+            Some(p) => Some(ProxyConfig {
+                connector_config: p.connector_config.map(|p| cfg::relative_to(file, &p)),
+                updater_config: p.updater_config.map(|p| cfg::relative_to(file, &p)),
+                system: p.system,
+            }),
+        };
+        let log = match raw.log {
+            None => defaults.log.clone(),
+            Some(l) => {
+                if l.file.is_none() && l.channel.is_none() {
                     return Err(invalid(
                         file,
-                        format!("service[{i}].role"),
-                        format!("unknown role `{other}`"),
-                        "use `connector`, `updater` or `other`",
+                        "log",
+                        "names neither a `file` nor a `channel`",
+                        "set `file` to the connector's log file, or `channel` to its event log channel on Windows, or remove the section",
                     ));
                 }
-            };
-            services.push(ServiceConfig {
-                process: s.process.unwrap_or_else(|| s.name.clone()),
-                name: s.name,
-                role,
-                pid_file: s.pid_file.map(|p| cfg::relative_to(file, &p)),
-            });
-        }
-        let mut endpoints = Vec::new();
-        for (i, e) in raw.endpoint.into_iter().enumerate() {
-            let key = format!("endpoint[{i}]");
-            if split_host_port(&e.address).is_none() {
-                return Err(invalid(
-                    file,
-                    format!("{key}.address"),
-                    format!("`{}` is not host:port", e.address),
-                    "write it like `login.example.net:443` or `[::1]:8443`",
-                ));
+                Some(LogConfig {
+                    file: l.file.map(|p| cfg::relative_to(file, &p)),
+                    channel: l.channel,
+                })
             }
-            let timeout = match &e.timeout {
-                Some(t) => cfg::duration(file, &format!("{key}.timeout"), t)?,
-                None => DEFAULT_ENDPOINT_TIMEOUT,
-            };
-            endpoints.push(EndpointConfig {
-                name: e.name.unwrap_or_else(|| e.address.clone()),
-                address: e.address,
-                timeout,
-                required: e.required,
-            });
-        }
-        let trust_certs = raw
-            .trust_cert
-            .into_iter()
-            .map(|t| TrustCertConfig {
-                path: cfg::relative_to(file, &t.path),
-                thumbprint: t.thumbprint.map(|s| normalise_thumbprint(&s)),
-            })
-            .collect();
+        };
+        let version = match raw.version {
+            None => defaults.version.clone(),
+            Some(v) => VersionConfig {
+                connector: v
+                    .connector
+                    .map(|s| version_source(file, "version.connector", s))
+                    .transpose()?,
+                updater: v
+                    .updater
+                    .map(|s| version_source(file, "version.updater", s))
+                    .transpose()?,
+            },
+        };
         Ok(Config {
             file: file.to_path_buf(),
             group: raw.group,
@@ -300,6 +589,10 @@ impl Config {
             services,
             endpoints,
             trust_certs,
+            backends,
+            proxy,
+            log,
+            version,
             host: raw.host.enabled,
             spool: SpoolConfig {
                 dir: raw
@@ -319,8 +612,196 @@ impl Config {
                     None => 64 << 20,
                 },
             },
+            disk: raw.host.disk.map(|p| cfg::relative_to(file, &p)),
         })
     }
+}
+
+fn service_config(file: &Path, i: usize, s: RawService) -> Result<ServiceConfig, ConfigError> {
+    let role = match s.role.as_deref() {
+        None | Some("connector") => ServiceRole::Connector,
+        Some("updater") => ServiceRole::Updater,
+        Some("other") => ServiceRole::Other,
+        Some(other) => {
+            return Err(invalid(
+                file,
+                format!("service[{i}].role"),
+                format!("unknown role `{other}`"),
+                "use `connector`, `updater` or `other`",
+            ));
+        }
+    };
+    let name = match (s.name, role) {
+        (Some(n), _) => n,
+        (None, ServiceRole::Connector) => DEFAULT_CONNECTOR_SERVICE.into(),
+        (None, ServiceRole::Updater) => DEFAULT_UPDATER_SERVICE.into(),
+        (None, _) => {
+            return Err(invalid(
+                file,
+                format!("service[{i}].name"),
+                "is missing",
+                "name the service (only the connector and updater roles have default names)",
+            ));
+        }
+    };
+    Ok(ServiceConfig {
+        name,
+        role,
+        process: s.process,
+        pid_file: s.pid_file.map(|p| cfg::relative_to(file, &p)),
+        unit: s.unit,
+    })
+}
+
+fn endpoint_config(file: &Path, i: usize, e: RawEndpoint) -> Result<EndpointConfig, ConfigError> {
+    let key = format!("endpoint[{i}]");
+    let Some((host, _)) = split_host_port(&e.address) else {
+        return Err(invalid(
+            file,
+            format!("{key}.address"),
+            format!("`{}` is not host:port", e.address),
+            "write it like `login.example.net:443` or `[::1]:8443`",
+        ));
+    };
+    let timeout = match &e.timeout {
+        Some(t) => cfg::duration(file, &format!("{key}.timeout"), t)?,
+        None => DEFAULT_ENDPOINT_TIMEOUT,
+    };
+    if !e.tls && (e.server_name.is_some() || !e.expected_issuers.is_empty() || e.ca.is_some()) {
+        return Err(invalid(
+            file,
+            format!("{key}.tls"),
+            "is false, but TLS settings (server_name, expected_issuers, ca) are given",
+            "set `tls = true` to check the handshake, or remove the TLS settings",
+        ));
+    }
+    let tls = if e.tls {
+        let roots = match &e.ca {
+            Some(ca) => load_roots(file, &format!("{key}.ca"), &cfg::relative_to(file, ca))?,
+            None => Vec::new(),
+        };
+        Some(TlsCheckConfig {
+            server_name: e
+                .server_name
+                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+            expected_issuers: e.expected_issuers,
+            roots,
+        })
+    } else {
+        None
+    };
+    Ok(EndpointConfig {
+        name: e.name.unwrap_or_else(|| e.address.clone()),
+        address: e.address,
+        timeout,
+        required: e.required,
+        tls,
+    })
+}
+
+fn trust_cert_config(
+    file: &Path,
+    i: usize,
+    t: RawTrustCert,
+) -> Result<TrustCertConfig, ConfigError> {
+    if t.path.is_none() && t.settings.is_none() {
+        return Err(invalid(
+            file,
+            format!("trust_cert[{i}]"),
+            "names neither a certificate `path` nor a TrustSettings.xml `settings` file",
+            "set `path` to the certificate file, or `settings` to TrustSettings.xml (on Windows the certificate is then found in its store)",
+        ));
+    }
+    Ok(TrustCertConfig {
+        path: t.path.map(|p| cfg::relative_to(file, &p)),
+        settings: t
+            .settings
+            .map(|p| cfg::relative_to(file, &p))
+            .into_iter()
+            .collect(),
+        thumbprint: t.thumbprint.map(|s| normalise_thumbprint(&s)),
+    })
+}
+
+fn backend_config(file: &Path, i: usize, b: RawBackend) -> Result<BackendConfig, ConfigError> {
+    let key = format!("backend[{i}]");
+    if crate::probe::backend::Url::parse(&b.url).is_none() {
+        return Err(invalid(
+            file,
+            format!("{key}.url"),
+            format!("`{}` is not an http:// or https:// URL", b.url),
+            "write it like `http://intranet.example.local:8080/health`",
+        ));
+    }
+    let timeout = match &b.timeout {
+        Some(t) => cfg::duration(file, &format!("{key}.timeout"), t)?,
+        None => DEFAULT_BACKEND_TIMEOUT,
+    };
+    let roots = match &b.ca {
+        Some(ca) => load_roots(file, &format!("{key}.ca"), &cfg::relative_to(file, ca))?,
+        None => Vec::new(),
+    };
+    Ok(BackendConfig {
+        url: b.url,
+        timeout,
+        roots,
+    })
+}
+
+fn version_source(
+    file: &Path,
+    key: &str,
+    s: RawVersionSource,
+) -> Result<VersionSource, ConfigError> {
+    let pattern_text = s.pattern.as_deref().unwrap_or(DEFAULT_VERSION_PATTERN);
+    let pattern = Regex::new(pattern_text).map_err(|e| {
+        invalid(
+            file,
+            format!("{key}.pattern"),
+            format!("is not a valid regular expression: {e}"),
+            "write a pattern whose first group captures the version, like `Version: (\\S+)`",
+        )
+    })?;
+    match (s.file, s.command) {
+        (Some(path), None) => Ok(VersionSource::File {
+            path: cfg::relative_to(file, &path),
+            pattern,
+        }),
+        (None, Some(argv)) if !argv.is_empty() => Ok(VersionSource::Command { argv, pattern }),
+        (None, None) if s.pattern.is_none() => Ok(VersionSource::Installed),
+        _ => Err(invalid(
+            file,
+            key,
+            "needs exactly one of `file` or `command` (a non-empty list)",
+            "set `file = \"/opt/connector/VERSION\"` or `command = [\"connector\", \"--version\"]`, or leave the table empty to use the installed-software record on Windows",
+        )),
+    }
+}
+
+/// Reads a PEM bundle of root certificates for TLS verification.
+fn load_roots(file: &Path, key: &str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        invalid(
+            file,
+            key,
+            format!("cannot read {}: {e}", path.display()),
+            "point it at a PEM file of the CA certificates the chain should verify against",
+        )
+    })?;
+    let mut reader = bytes.as_slice();
+    let roots: Vec<Vec<u8>> = rustls_pemfile::certs(&mut reader)
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect();
+    if roots.is_empty() {
+        return Err(invalid(
+            file,
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+            "point it at a PEM file of CA certificates",
+        ));
+    }
+    Ok(roots)
 }
 
 fn aggregator_config(file: &Path, a: RawAggregator) -> Result<AggregatorConfig, ConfigError> {
@@ -441,5 +922,120 @@ mod tests {
     #[test]
     fn thumbprints_are_normalised() {
         assert_eq!(normalise_thumbprint("ab:cd ef"), "ABCDEF");
+    }
+
+    #[test]
+    fn windows_defaults_fill_the_sections_left_out() {
+        let defaults = Defaults::windows("C:\\ProgramData", "C:\\Program Files");
+        let c = Config::parse_with(
+            Path::new("C:\\connwatch\\collector.toml"),
+            "group = \"eu\"",
+            &defaults,
+        )
+        .expect("valid");
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["WAPCSvc", "WAPCUpdaterSvc"]);
+        assert_eq!(c.services[1].role, ServiceRole::Updater);
+        let endpoints: Vec<(&str, bool)> = c
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.tls.is_some()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                ("login.microsoftonline.com:443", true),
+                ("login.microsoftonline.com:80", false)
+            ]
+        );
+        let settings: Vec<String> = c.trust_certs[0]
+            .settings
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(settings[0].contains("Microsoft AAD Application Proxy Connector\\Config"));
+        assert!(settings[1].contains("Microsoft AAD private network connector\\Config"));
+        assert!(c.trust_certs[0].path.is_none(), "the store, not a file");
+        assert_eq!(
+            c.log.and_then(|l| l.channel).as_deref(),
+            Some(DEFAULT_EVENT_CHANNEL)
+        );
+        assert!(matches!(
+            c.version.connector,
+            Some(VersionSource::Installed)
+        ));
+        // An empty list turns a default off; a listed service keeps its defaults by role.
+        let none = Config::parse_with(
+            Path::new("c.toml"),
+            "group = \"eu\"\nservice = []\nendpoint = []\n[[trust_cert]]\npath = \"t.pem\"\n[[service]]\nrole = \"updater\"",
+            &defaults,
+        );
+        assert!(none.is_err(), "service cannot be both a list and tables");
+        let some = Config::parse_with(
+            Path::new("c.toml"),
+            "group = \"eu\"\nendpoint = []\n[[service]]\nrole = \"updater\"",
+            &defaults,
+        )
+        .expect("valid");
+        assert!(some.endpoints.is_empty());
+        assert_eq!(some.services.len(), 1);
+        assert_eq!(some.services[0].name, "WAPCUpdaterSvc");
+    }
+
+    #[test]
+    fn probe_sections_are_validated() {
+        let c = parse(
+            "group = \"eu\"\n[[endpoint]]\naddress = \"[::1]:443\"\ntls = true\nexpected_issuers = [\"Contoso\"]\n[[backend]]\nurl = \"http://intranet:8080/\"\n[proxy]\nconnector_config = \"c.exe.config\"\n[log]\nfile = \"connector.log\"\n[version.connector]\nfile = \"VERSION\"\n[version.updater]\ncommand = [\"updater\", \"--version\"]\npattern = \"v(\\\\S+)\"\n[host]\ndisk = \"/var\"",
+        )
+        .expect("valid");
+        let tls = c.endpoints[0].tls.as_ref().expect("tls");
+        assert_eq!(tls.server_name, "::1");
+        assert_eq!(c.backends[0].timeout, DEFAULT_BACKEND_TIMEOUT);
+        assert_eq!(
+            c.proxy.and_then(|p| p.connector_config),
+            Some(PathBuf::from("/etc/connwatch/c.exe.config"))
+        );
+        assert_eq!(
+            c.log.and_then(|l| l.file),
+            Some(PathBuf::from("/etc/connwatch/connector.log"))
+        );
+        assert!(matches!(
+            c.version.updater,
+            Some(VersionSource::Command { .. })
+        ));
+        for (text, needle) in [
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\nexpected_issuers = [\"x\"]",
+                "endpoint[0].tls",
+            ),
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\ntls = true\nca = \"missing.pem\"",
+                "endpoint[0].ca",
+            ),
+            (
+                "group = \"eu\"\n[[trust_cert]]\nthumbprint = \"AA\"",
+                "trust_cert[0]",
+            ),
+            (
+                "group = \"eu\"\n[[backend]]\nurl = \"intranet\"",
+                "backend[0].url",
+            ),
+            ("group = \"eu\"\n[log]", "`log`"),
+            (
+                "group = \"eu\"\n[version.connector]\nfile = \"v\"\ncommand = [\"x\"]",
+                "version.connector",
+            ),
+            (
+                "group = \"eu\"\n[version.connector]\nfile = \"v\"\npattern = \"(\"",
+                "version.connector.pattern",
+            ),
+            (
+                "group = \"eu\"\n[[service]]\nrole = \"other\"",
+                "service[0].name",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! reports to the aggregator. `main.rs` is a thin shell over [`run`] and [`probe_once`].
 
 pub mod config;
+pub mod platform;
 pub mod probe;
 pub mod scheduler;
 pub mod spool;
@@ -25,7 +26,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     })?;
     let tls = aggregator.tls.load()?;
     let config = Arc::new(config);
-    let probes = probe::build(&config);
+    let probes = probe::build(&config, &platform::current());
     let spool = Arc::new(spool::Spool::open(
         &config.spool.dir,
         config.spool.max_bytes,
@@ -62,7 +63,7 @@ pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one cycle locally and returns its report, without an aggregator.
 pub async fn probe_once(config: &Config) -> Report {
-    let probes = probe::build(config);
+    let probes = probe::build(config, &platform::current());
     let mut report = scheduler::cycle(config, &probes).await;
     report.seq = 1;
     report

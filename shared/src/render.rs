@@ -21,7 +21,7 @@ pub fn report(report: &Report) -> String {
     if let Some(h) = &report.host {
         let _ = writeln!(
             out,
-            "host      {} ({} {}), up {}, memory {}/{} MiB",
+            "host      {} ({} {}), up {}, memory {}/{} MiB, disk {}/{} GiB free",
             h.hostname,
             h.os_name,
             h.os_version,
@@ -31,9 +31,26 @@ pub fn report(report: &Report) -> String {
                     .saturating_mul(1000)
             ),
             h.memory_used_bytes >> 20,
-            h.memory_total_bytes >> 20
+            h.memory_total_bytes >> 20,
+            h.disk_free_bytes >> 30,
+            h.disk_total_bytes >> 30
         );
     }
+    let unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let version = report.version.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "version   connector {}, updater {}, collector {}",
+        unknown(&version.connector_version),
+        unknown(&version.updater_version),
+        unknown(&report.collector_version)
+    );
     let _ = writeln!(
         out,
         "\n{:<8} {:<34} {:<14} DETAIL",
@@ -61,19 +78,79 @@ pub fn report(report: &Report) -> String {
         );
     }
     for e in &report.endpoints {
-        let ok = e.outcome == ConnectOutcome::Ok as i32;
-        let detail = if ok {
+        let connected = e.outcome == ConnectOutcome::Ok as i32;
+        let mut result = connect_outcome_name(e.outcome);
+        let mut ok = connected;
+        let mut detail = if connected {
             format!("{} in {} ms", e.address, e.latency_ms)
         } else {
             e.error.clone()
         };
+        if let (Some(t), true) = (&e.tls, connected) {
+            let top = t.chain.last().map(|c| c.issuer.as_str()).unwrap_or("");
+            if t.version_too_old {
+                (result, ok) = ("tls-too-old".into(), false);
+            } else if t.issuer_checked && !t.issuer_expected {
+                (result, ok) = ("unexpected-ca".into(), false);
+            } else if !t.error.is_empty() {
+                (result, ok) = ("tls-error".into(), false);
+            }
+            if t.protocol.is_empty() {
+                detail = format!("{detail}, {}", t.error);
+            } else {
+                detail = format!("{detail}, {} {}, issuer {top}", t.protocol, t.cipher_suite);
+                if !t.error.is_empty() {
+                    detail = format!("{detail}, {}", t.error);
+                }
+            }
+        }
+        line(&mut out, "endpoint", &e.name, &result, ok, &detail);
+    }
+    for b in &report.backends {
+        let ok = (200..400).contains(&b.http_status);
+        let result = if b.http_status == 0 {
+            "no-response".to_string()
+        } else {
+            format!("http {}", b.http_status)
+        };
+        let detail = if b.error.is_empty() {
+            format!("in {} ms", b.latency_ms)
+        } else {
+            b.error.clone()
+        };
+        line(&mut out, "backend", &b.url, &result, ok, &detail);
+    }
+    if let Some(p) = &report.proxy {
+        let same = p.connector_proxy == p.updater_proxy;
+        let with_default = |proxy: &str, default: bool| {
+            if default {
+                format!("{} (system default)", unknown(proxy))
+            } else {
+                unknown(proxy)
+            }
+        };
         line(
             &mut out,
-            "endpoint",
-            &e.name,
-            &connect_outcome_name(e.outcome),
-            ok,
-            &detail,
+            "proxy",
+            "connector / updater / system",
+            if same { "same" } else { "different" },
+            same,
+            &format!(
+                "{} / {} / {}",
+                with_default(&p.connector_proxy, p.connector_uses_default),
+                with_default(&p.updater_proxy, p.updater_uses_default),
+                unknown(&p.system_proxy)
+            ),
+        );
+    }
+    for l in &report.log_signatures {
+        line(
+            &mut out,
+            "log",
+            &l.id,
+            &format!("{} new", l.count),
+            false,
+            &l.last_line,
         );
     }
     for c in &report.trust_certs {
@@ -120,7 +197,11 @@ pub fn report(report: &Report) -> String {
 fn line(out: &mut String, check: &str, name: &str, result: &str, ok: bool, detail: &str) {
     let mark = if ok { " " } else { "!" };
     let name = if name.len() > 34 {
-        format!("…{}", &name[name.len() - 33..])
+        let mut cut = name.len() - 33;
+        while !name.is_char_boundary(cut) {
+            cut += 1;
+        }
+        format!("…{}", &name[cut..])
     } else {
         name.to_string()
     };

@@ -41,7 +41,19 @@ fn localise(root: &Path, pki: &Pki, example: &str) -> PathBuf {
 }
 
 fn run(binary: &str, args: &[&str], config: &Path) -> Output {
-    Command::new(bin(binary))
+    let mut command = Command::new(bin(binary));
+    // The system proxy is read from these; the tests expect none.
+    for var in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command
         .args(args)
         .arg("--config")
         .arg(config)
@@ -122,7 +134,8 @@ fn probe_runs_the_example_config_without_an_aggregator() {
     let text = std::fs::read_to_string(&config)
         .expect("read")
         .replace("login.microsoftonline.com:443", &open)
-        .replace("login.microsoftonline.com:80", "127.0.0.1:1");
+        .replace("login.microsoftonline.com:80", "127.0.0.1:1")
+        .replace("timeout = \"3s\"", "timeout = \"1s\"");
     std::fs::write(&config, text).expect("write");
     let out = run("connwatch-collector", &["probe", "--json"], &config);
     assert!(
@@ -138,7 +151,22 @@ fn probe_runs_the_example_config_without_an_aggregator() {
         .iter()
         .map(|e| e["outcome"].as_str().expect("outcome"))
         .collect();
-    assert_eq!(outcomes, ["ok", "refused"]);
+    // The open port accepts but never speaks TLS: the handshake times out.
+    assert_eq!(outcomes, ["timed-out", "refused"]);
+    let tls = &report["endpoints"][0]["tls"];
+    assert!(
+        tls["error"]
+            .as_str()
+            .expect("tls error")
+            .contains("handshake"),
+        "{tls}"
+    );
+    assert!(
+        report["endpoints"][1]["tls"].is_null(),
+        "port 80 is not TLS"
+    );
+    assert_eq!(report["proxy"]["system_proxy"], "direct");
+    assert!(report["host"]["disk_total_bytes"].as_u64().expect("disk") > 0);
     assert_eq!(report["services"][0]["name"], "WAPCSvc");
     assert_eq!(report["services"][0]["state"], "stopped");
     assert_eq!(report["trust_certs"][0]["found"], false);

@@ -1,8 +1,10 @@
-//! Endpoint probe: resolves `host:port`, connects over TCP under its own timeout, and
-//! says why a connect failed (refused, timed out, DNS, unreachable), with latency. This
-//! is the port test of the troubleshooting flowchart, run every cycle.
+//! Endpoint probe: resolves `host:port`, connects over TCP, and says why a connect
+//! failed (refused, timed out, DNS, unreachable), with latency: the port test of the
+//! troubleshooting flowchart, run every cycle. For TLS endpoints it also records the
+//! handshake: protocol, cipher suite, the chain the server presented and whether it
+//! came from an expected issuer. One timeout covers the whole check.
 
-use super::{Observation, Probe};
+use super::{Observation, Probe, tls};
 use crate::config::EndpointConfig;
 use connwatch_shared::wire::{ConnectOutcome, EndpointCheck};
 use futures::future::BoxFuture;
@@ -21,7 +23,8 @@ impl EndpointProbe {
         EndpointProbe { config }
     }
 
-    async fn check(&self) -> EndpointCheck {
+    /// Runs the check.
+    pub async fn check(&self) -> EndpointCheck {
         let c = &self.config;
         let mut check = EndpointCheck {
             name: c.name.clone(),
@@ -29,44 +32,86 @@ impl EndpointProbe {
             required: c.required,
             ..Default::default()
         };
+        let deadline = tokio::time::Instant::now() + c.timeout;
         let started = Instant::now();
-        let (outcome, error) = connect(&c.address, c.timeout).await;
-        check.latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        check.outcome = outcome as i32;
-        check.error = error;
+        let connected = connect(&c.address, deadline, c.timeout).await;
+        check.latency_ms = millis(started.elapsed());
+        let tcp = match connected {
+            Ok(tcp) => tcp,
+            Err((outcome, error)) => {
+                check.outcome = outcome as i32;
+                check.error = error;
+                return check;
+            }
+        };
+        check.outcome = ConnectOutcome::Ok as i32;
+        let Some(t) = &c.tls else {
+            return check;
+        };
+        let shake = tls::handshake(tcp, &t.server_name, &t.roots, &t.expected_issuers, false);
+        match tokio::time::timeout_at(deadline, shake).await {
+            Ok(h) => check.tls = Some(h.result),
+            Err(_) => {
+                // The port accepts connections but nothing answers the handshake: for
+                // the connector that is as good as a timeout.
+                let error = format!(
+                    "{}: the TCP connect succeeded but the TLS handshake got no answer within {:?}",
+                    c.address, c.timeout
+                );
+                check.outcome = ConnectOutcome::TimedOut as i32;
+                check.error = error.clone();
+                check.tls = Some(connwatch_shared::wire::TlsResult {
+                    issuer_checked: !t.expected_issuers.is_empty(),
+                    error,
+                    ..Default::default()
+                });
+            }
+        }
         check
     }
 }
 
-/// Connects once; returns the outcome and, on failure, the error text.
-async fn connect(address: &str, timeout: Duration) -> (ConnectOutcome, String) {
-    let deadline = tokio::time::Instant::now() + timeout;
+pub(crate) fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Resolves and connects before `deadline`; on failure, the outcome and error text.
+pub(crate) async fn connect(
+    address: &str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<TcpStream, (ConnectOutcome, String)> {
     let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(address)).await {
         Err(_) => {
-            return (
+            return Err((
                 ConnectOutcome::TimedOut,
-                format!("name resolution did not answer within {timeout:?}"),
-            );
+                format!("name resolution of {address} did not answer within {timeout:?}"),
+            ));
         }
-        Ok(Err(e)) => return (ConnectOutcome::DnsFailed, format!("cannot resolve: {e}")),
+        Ok(Err(e)) => {
+            return Err((
+                ConnectOutcome::DnsFailed,
+                format!("cannot resolve {address}: {e}"),
+            ));
+        }
         Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
     };
     if addrs.is_empty() {
-        return (
+        return Err((
             ConnectOutcome::DnsFailed,
-            "the name resolves to no address".into(),
-        );
+            format!("{address} resolves to no address"),
+        ));
     }
     let mut last = (ConnectOutcome::OtherError, String::new());
     for addr in addrs {
         match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => {
-                return (
+                return Err((
                     ConnectOutcome::TimedOut,
                     format!("no answer from {addr} within {timeout:?}"),
-                );
+                ));
             }
-            Ok(Ok(_stream)) => return (ConnectOutcome::Ok, String::new()),
+            Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) => {
                 let outcome = match e.kind() {
                     ErrorKind::ConnectionRefused => ConnectOutcome::Refused,
@@ -80,7 +125,7 @@ async fn connect(address: &str, timeout: Duration) -> (ConnectOutcome, String) {
             }
         }
     }
-    last
+    Err(last)
 }
 
 impl Probe for EndpointProbe {
@@ -107,6 +152,7 @@ mod tests {
             address,
             timeout: Duration::from_millis(timeout_ms),
             required: true,
+            tls: None,
         })
     }
 
@@ -140,5 +186,257 @@ mod tests {
                 || c.outcome == ConnectOutcome::TimedOut as i32,
             "{c:?}"
         );
+    }
+
+    use connwatch_shared::pki::{CertAuthority, IssuedCert, LeafSpec};
+    use connwatch_shared::wire::TlsResult;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+
+    const CLOUD_CA: &str = "connwatch test cloud CA";
+
+    fn server_cert(ca: &CertAuthority, days: i64) -> IssuedCert {
+        let mut spec = LeafSpec::server(&["localhost".into()], &["127.0.0.1".parse().expect("ip")]);
+        let now = time::OffsetDateTime::now_utc();
+        if days < 0 {
+            spec.not_before = now - time::Duration::days(30);
+        }
+        spec.not_after = now + time::Duration::days(days);
+        ca.issue(&spec).expect("issue")
+    }
+
+    /// A rustls server on loopback that completes handshakes with `cert` (and its CA).
+    async fn tls_server(ca: &CertAuthority, cert: &IssuedCert) -> SocketAddr {
+        let mut ca_pem = ca.cert_pem().as_bytes();
+        let mut chain = vec![rustls::pki_types::CertificateDer::from(
+            cert.cert_der.clone(),
+        )];
+        chain.extend(rustls_pemfile::certs(&mut ca_pem).map(|c| c.expect("ca pem")));
+        let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+            .expect("key pem")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(sock).await {
+                        // Hold the connection open until the client goes away.
+                        let mut stream = stream;
+                        let mut buf = [0u8; 16];
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn tls_probe(address: String, roots: &[&CertAuthority], timeout_ms: u64) -> EndpointProbe {
+        let roots = roots
+            .iter()
+            .flat_map(|ca| {
+                let mut pem = ca.cert_pem().as_bytes();
+                rustls_pemfile::certs(&mut pem)
+                    .map(|c| c.expect("pem").to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        EndpointProbe::new(EndpointConfig {
+            name: "cloud".into(),
+            address,
+            timeout: Duration::from_millis(timeout_ms),
+            required: true,
+            tls: Some(crate::config::TlsCheckConfig {
+                server_name: "localhost".into(),
+                expected_issuers: vec![CLOUD_CA.to_ascii_uppercase()],
+                roots,
+            }),
+        })
+    }
+
+    fn tls_of(check: &EndpointCheck) -> &TlsResult {
+        check.tls.as_ref().expect("a TLS endpoint has a tls result")
+    }
+
+    fn days_left(ms: i64) -> i64 {
+        (ms - connwatch_shared::time::now_ms()).div_euclid(86_400_000)
+    }
+
+    #[tokio::test]
+    async fn a_chain_from_the_expected_ca_is_ok() {
+        let ca = CertAuthority::generate(CLOUD_CA).expect("ca");
+        let addr = tls_server(&ca, &server_cert(&ca, 200)).await;
+        let check = tls_probe(addr.to_string(), &[&ca], 3000).check().await;
+        assert_eq!(check.outcome, ConnectOutcome::Ok as i32, "{check:?}");
+        let tls = tls_of(&check);
+        assert_eq!(tls.protocol, "TLSv1.3");
+        assert!(tls.cipher_suite.starts_with("TLS13_"), "{tls:?}");
+        assert!(tls.issuer_checked && tls.issuer_expected, "{tls:?}");
+        assert!(!tls.version_too_old);
+        assert_eq!(tls.error, "", "verifies against the configured CA");
+        assert_eq!(tls.chain.len(), 2, "leaf and CA as the server sent them");
+        assert!(tls.chain[0].subject.contains("localhost"), "{tls:?}");
+        assert!(tls.chain[0].issuer.contains(CLOUD_CA));
+        assert_eq!(
+            days_left(tls.chain[0].not_after_ms),
+            199,
+            "200 days, less a few ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chain_from_another_ca_is_reported_not_hidden() {
+        let cloud = CertAuthority::generate(CLOUD_CA).expect("ca");
+        let inspector = CertAuthority::generate("Contoso TLS Inspection CA").expect("ca");
+        let addr = tls_server(&inspector, &server_cert(&inspector, 5)).await;
+        let check = tls_probe(addr.to_string(), &[&cloud], 3000).check().await;
+        assert_eq!(check.outcome, ConnectOutcome::Ok as i32, "{check:?}");
+        let tls = tls_of(&check);
+        assert!(tls.issuer_checked && !tls.issuer_expected, "{tls:?}");
+        assert!(tls.error.contains("verification failed"), "{tls:?}");
+        assert_eq!(tls.protocol, "TLSv1.3", "the handshake still completes");
+        assert!(tls.chain[0].issuer.contains("Contoso TLS Inspection CA"));
+        assert_eq!(days_left(tls.chain[0].not_after_ms), 4);
+    }
+
+    #[tokio::test]
+    async fn an_expired_server_certificate_is_visible_in_the_chain() {
+        let ca = CertAuthority::generate(CLOUD_CA).expect("ca");
+        let addr = tls_server(&ca, &server_cert(&ca, -1)).await;
+        let check = tls_probe(addr.to_string(), &[&ca], 3000).check().await;
+        let tls = tls_of(&check);
+        assert!(tls.chain[0].not_after_ms < connwatch_shared::time::now_ms());
+        assert!(
+            tls.error.contains("expired") || tls.error.contains("Expired"),
+            "{tls:?}"
+        );
+        assert!(tls.issuer_expected, "expired, but from the expected CA");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_speaks_tls_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let started = Instant::now();
+        let check = tls_probe(addr.to_string(), &[], 400).check().await;
+        let took = started.elapsed();
+        assert_eq!(check.outcome, ConnectOutcome::TimedOut as i32, "{check:?}");
+        assert!(tls_of(&check).error.contains("handshake"), "{check:?}");
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1400),
+            "{took:?}"
+        );
+        drop(listener);
+    }
+
+    /// `openssl s_server` offering only `version` (`-tls1_1`, `-tls1_2`); `None` when
+    /// this machine's openssl cannot, with the reason printed.
+    async fn openssl_server(
+        dir: &std::path::Path,
+        cert: &IssuedCert,
+        version: &str,
+    ) -> Option<(tokio::process::Child, SocketAddr)> {
+        let cert_path = dir.join("server.pem");
+        let key_path = dir.join("server.key");
+        std::fs::write(&cert_path, &cert.cert_pem).expect("write");
+        std::fs::write(&key_path, &cert.key_pem).expect("write");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let spawned = tokio::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(&cert_path)
+            .arg("-key")
+            .arg(&key_path)
+            .args([version, "-cipher", "DEFAULT:@SECLEVEL=0", "-naccept", "1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                println!("skipped: cannot run openssl: {e}");
+                return None;
+            }
+        };
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // s_server prints ACCEPT once it listens.
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("ACCEPT") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::io::AsyncReadExt::read_to_string(&mut e, &mut err),
+                )
+                .await;
+            }
+            println!("skipped: this machine's openssl cannot serve {version}: {err}");
+            return None;
+        }
+        Some((child, SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    #[tokio::test]
+    async fn a_server_offering_only_tls_1_1_is_too_old() {
+        let ca = CertAuthority::generate(CLOUD_CA).expect("ca");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some((_server, addr)) =
+            openssl_server(dir.path(), &server_cert(&ca, 200), "-tls1_1").await
+        else {
+            return;
+        };
+        let check = tls_probe(addr.to_string(), &[&ca], 3000).check().await;
+        assert_eq!(
+            check.outcome,
+            ConnectOutcome::Ok as i32,
+            "TCP works: {check:?}"
+        );
+        let tls = tls_of(&check);
+        assert!(tls.version_too_old, "{tls:?}");
+        assert_eq!(tls.protocol, "", "nothing was negotiated");
+        assert!(tls.error.contains("TLS 1.2"), "{tls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_1_2_server_reports_its_protocol_and_cipher() {
+        let ca = CertAuthority::generate(CLOUD_CA).expect("ca");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some((_server, addr)) =
+            openssl_server(dir.path(), &server_cert(&ca, 200), "-tls1_2").await
+        else {
+            return;
+        };
+        let check = tls_probe(addr.to_string(), &[&ca], 3000).check().await;
+        let tls = tls_of(&check);
+        assert_eq!(tls.protocol, "TLSv1.2", "{tls:?}");
+        assert!(tls.cipher_suite.starts_with("TLS_ECDHE_"), "{tls:?}");
+        assert!(!tls.version_too_old && tls.issuer_expected, "{tls:?}");
     }
 }

@@ -3,14 +3,21 @@
 //! reports why, as a [`ProbeError`]. Adding a probe is one file here plus one line in
 //! [`build`].
 
+pub mod backend;
 pub mod cert;
 pub mod endpoint;
 pub mod host;
+pub mod log;
+pub mod proxy;
 pub mod service;
+pub mod tls;
+pub mod version;
 
 use crate::config::Config;
+use crate::platform::Platform;
 use connwatch_shared::wire::{
-    EndpointCheck, HostInfo, ProbeError, Report, ServiceStatus, TrustCertificate,
+    BackendCheck, EndpointCheck, HostInfo, LogSignature, ProbeError, ProxySettings, Report,
+    ServiceStatus, TrustCertificate, VersionInfo,
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -28,8 +35,18 @@ pub enum Observation {
     Endpoint(EndpointCheck),
     /// Host facts.
     Host(HostInfo),
+    /// A backend application's answer.
+    Backend(BackendCheck),
+    /// The connector's, updater's and host's proxy settings.
+    Proxy(ProxySettings),
+    /// Known error signatures seen in the connector's log since the previous cycle.
+    Log(Vec<LogSignature>),
+    /// The connector's and updater's versions.
+    Version(VersionInfo),
     /// The probe could not run.
     Failed(ProbeError),
+    /// Several facts from one probe, such as a result and the parts it could not read.
+    Many(Vec<Observation>),
 }
 
 impl Observation {
@@ -40,7 +57,16 @@ impl Observation {
             Observation::TrustCert(c) => report.trust_certs.push(c),
             Observation::Endpoint(e) => report.endpoints.push(e),
             Observation::Host(h) => report.host = Some(h),
+            Observation::Backend(b) => report.backends.push(b),
+            Observation::Proxy(p) => report.proxy = Some(p),
+            Observation::Log(l) => report.log_signatures.extend(l),
+            Observation::Version(v) => report.version = Some(v),
             Observation::Failed(e) => report.probe_errors.push(e),
+            Observation::Many(all) => {
+                for o in all {
+                    o.apply(report);
+                }
+            }
         }
     }
 }
@@ -56,26 +82,59 @@ pub trait Probe: Send + Sync {
     fn run(&self) -> BoxFuture<'_, Observation>;
 }
 
-/// The probes a config asks for.
-pub fn build(config: &Config) -> Vec<Arc<dyn Probe>> {
+/// The probes a config asks for, on this host's platform.
+pub fn build(config: &Config, platform: &Platform) -> Vec<Arc<dyn Probe>> {
     let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
-    let host = Arc::new(host::HostProbe::new(config.host));
+    let host = Arc::new(host::HostProbe::new(config.disk.clone()));
     for s in &config.services {
         probes.push(Arc::new(service::ServiceProbe::new(
             s.clone(),
             host.clone(),
+            platform.services.clone(),
+        )));
+    }
+    if config.version.connector.is_some() || config.version.updater.is_some() {
+        probes.push(Arc::new(version::VersionProbe::new(
+            config.version.clone(),
+            platform.installed.clone(),
         )));
     }
     for e in &config.endpoints {
         probes.push(Arc::new(endpoint::EndpointProbe::new(e.clone())));
     }
     for c in &config.trust_certs {
-        probes.push(Arc::new(cert::TrustCertProbe::new(c.clone())));
+        probes.push(Arc::new(cert::TrustCertProbe::new(
+            c.clone(),
+            platform.cert_store.clone(),
+        )));
+    }
+    for b in &config.backends {
+        probes.push(Arc::new(backend::BackendProbe::new(b.clone())));
+    }
+    if let Some(p) = &config.proxy {
+        probes.push(Arc::new(proxy::ProxyProbe::new(
+            p.clone(),
+            platform.proxy.clone(),
+        )));
+    }
+    if let Some(l) = &config.log {
+        probes.push(Arc::new(log::LogProbe::new(
+            l.clone(),
+            platform.events.clone(),
+        )));
     }
     if config.host {
         probes.push(host);
     }
     probes
+}
+
+/// A probe error for `probe` saying `reason`.
+pub(crate) fn failed(probe: impl Into<String>, reason: impl Into<String>) -> Observation {
+    Observation::Failed(ProbeError {
+        probe: probe.into(),
+        reason: reason.into(),
+    })
 }
 
 /// Margin given to a probe beyond its own deadline before the cycle abandons it.
@@ -113,5 +172,88 @@ where
             probe: name,
             reason: format!("the probe crashed: {e}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EndpointConfig, TlsCheckConfig};
+    use connwatch_shared::wire::ConnectOutcome;
+    use std::time::Instant;
+
+    /// A probe that never finishes and ignores its own deadline.
+    struct Stuck;
+
+    impl Probe for Stuck {
+        fn name(&self) -> String {
+            "stuck".into()
+        }
+        fn deadline(&self) -> Duration {
+            Duration::from_millis(300)
+        }
+        fn run(&self) -> BoxFuture<'_, Observation> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn twenty_endpoints_with_one_hung_take_the_slowest_timeout_not_the_sum() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        // Accepts connections (the kernel does) but never speaks TLS.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let timeout = Duration::from_secs(1);
+        let endpoint = |i: usize, address: String, tls: bool| {
+            Arc::new(endpoint::EndpointProbe::new(EndpointConfig {
+                name: format!("e{i}"),
+                address,
+                timeout,
+                required: true,
+                tls: tls.then(|| TlsCheckConfig {
+                    server_name: "localhost".into(),
+                    expected_issuers: Vec::new(),
+                    roots: Vec::new(),
+                }),
+            })) as Arc<dyn Probe>
+        };
+        let mut probes: Vec<Arc<dyn Probe>> = (0..19)
+            .map(|i| endpoint(i, open.local_addr().expect("addr").to_string(), false))
+            .collect();
+        probes.push(endpoint(
+            19,
+            silent.local_addr().expect("addr").to_string(),
+            true,
+        ));
+        probes.push(Arc::new(Stuck));
+        let started = Instant::now();
+        let observations = run_all(&probes).await;
+        let took = started.elapsed();
+        println!("20 endpoint checks, one hung for its {timeout:?} timeout: cycle took {took:?}");
+        assert!(
+            took >= timeout,
+            "the hung check ran to its timeout: {took:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(500),
+            "the cycle takes the slowest timeout, not the sum: {took:?}"
+        );
+        let mut report = Report::default();
+        for o in observations {
+            o.apply(&mut report);
+        }
+        assert_eq!(report.endpoints.len(), 20);
+        let timed_out: Vec<&str> = report
+            .endpoints
+            .iter()
+            .filter(|e| e.outcome == ConnectOutcome::TimedOut as i32)
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(timed_out, ["e19"]);
+        assert_eq!(report.probe_errors.len(), 1, "the stuck probe is abandoned");
+        assert!(report.probe_errors[0].reason.contains("abandoned"));
     }
 }

@@ -1,10 +1,12 @@
-//! Service probe: is the connector (or updater) service installed and running? Where
-//! there is no Windows service manager, the service is a process found by name or by
-//! pid file.
+//! Service probe: is the connector (or updater) service installed, in what state, with
+//! what start type, and how long has its process run with how much memory? Asks the
+//! platform's service manager (the SCM on Windows, systemd where it runs); where there
+//! is none, or a process name or pid file is configured, the service is a process.
 
 use super::host::HostProbe;
-use super::{Observation, Probe, blocking};
+use super::{Observation, Probe, blocking, failed};
 use crate::config::ServiceConfig;
+use crate::platform::{ServiceAnswer, ServiceManager};
 use connwatch_shared::wire::{ServiceState, ServiceStatus, StartType};
 use futures::future::BoxFuture;
 use std::ffi::OsStr;
@@ -16,13 +18,80 @@ use sysinfo::{Pid, Process, ProcessesToUpdate, System};
 pub struct ServiceProbe {
     config: ServiceConfig,
     host: Arc<HostProbe>,
+    manager: Arc<dyn ServiceManager>,
 }
 
 impl ServiceProbe {
     /// A probe for one configured service, sharing the host's process snapshot.
-    pub fn new(config: ServiceConfig, host: Arc<HostProbe>) -> Self {
-        ServiceProbe { config, host }
+    pub fn new(
+        config: ServiceConfig,
+        host: Arc<HostProbe>,
+        manager: Arc<dyn ServiceManager>,
+    ) -> Self {
+        ServiceProbe {
+            config,
+            host,
+            manager,
+        }
     }
+
+    async fn status(&self) -> Observation {
+        let c = &self.config;
+        let by_process = c.pid_file.is_some() || c.process.is_some();
+        if !by_process {
+            let name = c.unit.as_deref().unwrap_or(&c.name);
+            let mut status = ServiceStatus {
+                name: c.name.clone(),
+                role: c.role as i32,
+                source: self.manager.source().into(),
+                ..Default::default()
+            };
+            match self.manager.query(name).await {
+                Err(reason) => return failed(self.name(), reason),
+                Ok(ServiceAnswer::NotInstalled) => {
+                    status.state = ServiceState::NotInstalled as i32;
+                    status.start_type = StartType::Unspecified as i32;
+                    return Observation::Service(status);
+                }
+                Ok(ServiceAnswer::Found(facts)) => {
+                    status.state = facts.state as i32;
+                    status.start_type = facts.start_type as i32;
+                    if let Some(pid) = facts.pid {
+                        status.pid = pid;
+                        let host = self.host.clone();
+                        let found = tokio::task::spawn_blocking(move || {
+                            process_facts(&mut host.system(), Pid::from_u32(pid))
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        if let Some((uptime, memory)) = found {
+                            status.uptime_s = uptime;
+                            status.memory_bytes = memory;
+                        }
+                    }
+                    return Observation::Service(status);
+                }
+                Ok(ServiceAnswer::NoManager) => {}
+            }
+        }
+        let config = c.clone();
+        let host = self.host.clone();
+        let name = self.name();
+        blocking(name.clone(), move || {
+            match status_of(&config, &mut host.system()) {
+                Ok(s) => Observation::Service(s),
+                Err(reason) => failed(name, reason),
+            }
+        })
+        .await
+    }
+}
+
+/// Uptime (s) and memory (bytes) of a process.
+fn process_facts(sys: &mut System, pid: Pid) -> Option<(u64, u64)> {
+    sys.refresh_processes(ProcessesToUpdate::Some(&[pid]), true);
+    sys.process(pid).map(|p| (p.run_time(), p.memory()))
 }
 
 /// Linux truncates process names to 15 bytes, so also match on the executable's name.
@@ -61,15 +130,14 @@ fn status_of(config: &ServiceConfig, sys: &mut System) -> Result<ServiceStatus, 
                 .parse()
                 .map_err(|_| format!("pid file {} does not hold a process id", path.display()))?;
             let pid = Pid::from_u32(pid);
-            sys.refresh_processes(ProcessesToUpdate::Some(&[pid]), true);
-            sys.process(pid)
-                .map(|p| (p.pid(), p.run_time(), p.memory()))
+            process_facts(sys, pid).map(|(uptime, memory)| (pid, uptime, memory))
         }
         None => {
+            let wanted = config.process.as_deref().unwrap_or(&config.name);
             sys.refresh_processes(ProcessesToUpdate::All, true);
             sys.processes()
                 .values()
-                .find(|p| matches(p, &config.process))
+                .find(|p| matches(p, wanted))
                 .map(|p| (p.pid(), p.run_time(), p.memory()))
         }
     };
@@ -91,23 +159,11 @@ impl Probe for ServiceProbe {
     }
 
     fn deadline(&self) -> Duration {
-        Duration::from_secs(2)
+        Duration::from_secs(3)
     }
 
     fn run(&self) -> BoxFuture<'_, Observation> {
-        let config = self.config.clone();
-        let host = self.host.clone();
-        let name = self.name();
-        Box::pin(blocking(name.clone(), move || {
-            let mut sys = host.system();
-            match status_of(&config, &mut sys) {
-                Ok(s) => Observation::Service(s),
-                Err(reason) => Observation::Failed(connwatch_shared::wire::ProbeError {
-                    probe: name,
-                    reason,
-                }),
-            }
-        }))
+        Box::pin(self.status())
     }
 }
 
@@ -120,8 +176,9 @@ mod tests {
         ServiceConfig {
             name: "WAPCSvc".into(),
             role: ServiceRole::Connector,
-            process: process.into(),
+            process: Some(process.into()),
             pid_file,
+            unit: None,
         }
     }
 
@@ -146,5 +203,98 @@ mod tests {
         assert_eq!(gone.state, ServiceState::Stopped as i32);
         let never = status_of(&config("no-such-process-xyz", None), &mut sys).expect("status");
         assert_eq!(never.state, ServiceState::Stopped as i32);
+    }
+
+    /// A service manager that answers from a table, as the SCM or systemd would.
+    struct Fake(Vec<(&'static str, ServiceAnswer)>);
+
+    impl ServiceManager for Fake {
+        fn source(&self) -> &'static str {
+            "scm"
+        }
+        fn query(&self, name: &str) -> BoxFuture<'_, Result<ServiceAnswer, String>> {
+            let answer = self
+                .0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| format!("access denied opening service {name}"));
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_service_manager_answer_is_reported_with_its_source() {
+        use crate::platform::ServiceFacts;
+        let me = std::process::id();
+        let fake = Arc::new(Fake(vec![
+            (
+                "WAPCSvc",
+                ServiceAnswer::Found(ServiceFacts {
+                    state: ServiceState::Running,
+                    start_type: StartType::Automatic,
+                    pid: Some(me),
+                }),
+            ),
+            (
+                "WAPCUpdaterSvc",
+                ServiceAnswer::Found(ServiceFacts {
+                    state: ServiceState::Stopped,
+                    start_type: StartType::Disabled,
+                    pid: None,
+                }),
+            ),
+            ("Gone", ServiceAnswer::NotInstalled),
+            ("NoScm", ServiceAnswer::NoManager),
+        ]));
+        let host = Arc::new(HostProbe::new(None));
+        let probe = |name: &str, role| {
+            ServiceProbe::new(
+                ServiceConfig {
+                    name: name.into(),
+                    role,
+                    process: None,
+                    pid_file: None,
+                    unit: None,
+                },
+                host.clone(),
+                fake.clone(),
+            )
+        };
+        let Observation::Service(running) = probe("WAPCSvc", ServiceRole::Connector).status().await
+        else {
+            panic!("no service status");
+        };
+        assert_eq!(running.state, ServiceState::Running as i32);
+        assert_eq!(running.start_type, StartType::Automatic as i32);
+        assert_eq!((running.pid, running.source.as_str()), (me, "scm"));
+        assert!(
+            running.memory_bytes > 0,
+            "memory of this test process: {running:?}"
+        );
+        let Observation::Service(disabled) =
+            probe("WAPCUpdaterSvc", ServiceRole::Updater).status().await
+        else {
+            panic!("no service status");
+        };
+        assert_eq!(disabled.start_type, StartType::Disabled as i32);
+        assert_eq!(disabled.state, ServiceState::Stopped as i32);
+        let Observation::Service(gone) = probe("Gone", ServiceRole::Connector).status().await
+        else {
+            panic!("no service status");
+        };
+        assert_eq!(gone.state, ServiceState::NotInstalled as i32);
+        let Observation::Service(fallback) = probe("NoScm", ServiceRole::Other).status().await
+        else {
+            panic!("no service status");
+        };
+        assert_eq!(
+            (fallback.source.as_str(), fallback.state),
+            ("process", ServiceState::Stopped as i32)
+        );
+        let Observation::Failed(err) = probe("Denied", ServiceRole::Other).status().await else {
+            panic!("a manager error is a probe error");
+        };
+        assert!(err.reason.contains("access denied"), "{err:?}");
     }
 }
