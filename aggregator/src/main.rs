@@ -11,6 +11,7 @@ use connwatch_aggregator::cli::commands::QueryCommand;
 use connwatch_aggregator::cli::{self, Connect};
 use connwatch_aggregator::config::Config;
 use connwatch_aggregator::demo::{self, DemoOptions};
+use connwatch_aggregator::server::{EXIT_RESTART, RestartNeeded};
 use connwatch_shared::identity::Role;
 use connwatch_shared::logging::{self, LogFormat};
 use connwatch_shared::time::parse_duration;
@@ -172,11 +173,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", connwatch_aggregator::alert::describe(&config));
                 return Ok(ExitCode::SUCCESS);
             }
-            runtime.block_on(async {
+            let served = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(on_signal(shutdown.clone()));
                 connwatch_aggregator::server::run(config, shutdown).await
-            })?;
+            });
+            if let Err(e) = &served
+                && e.downcast_ref::<RestartNeeded>().is_some()
+            {
+                // Exit before anything drops the failed store: sled would try to
+                // flush it on drop and wait forever. It recovers on the next open.
+                eprintln!("{e:#}");
+                std::process::exit(i32::from(EXIT_RESTART));
+            }
+            served?;
         }
         Command::Query(q) => return runtime.block_on(q.run()),
         Command::Backup { connect, out } => {

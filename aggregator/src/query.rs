@@ -4,6 +4,7 @@
 
 use crate::config::RulesConfig;
 use crate::fleet::SharedFleet;
+use crate::metrics::Metrics;
 use crate::rules::{self, ConnectorEval, GroupEval};
 use crate::store::Store;
 use connwatch_proto::enum_names::connect_outcome_name;
@@ -25,15 +26,22 @@ pub struct QueryService {
     fleet: SharedFleet,
     store: Arc<Store>,
     rules: Arc<RulesConfig>,
+    metrics: Metrics,
 }
 
 impl QueryService {
     /// A service over the live fleet and the store.
-    pub fn new(fleet: SharedFleet, store: Arc<Store>, rules: Arc<RulesConfig>) -> Self {
+    pub fn new(
+        fleet: SharedFleet,
+        store: Arc<Store>,
+        rules: Arc<RulesConfig>,
+        metrics: Metrics,
+    ) -> Self {
         QueryService {
             fleet,
             store,
             rules,
+            metrics,
         }
     }
 
@@ -140,6 +148,7 @@ impl Query for QueryService {
                 .collect(),
             findings: eval.all_findings().iter().map(finding).collect(),
             generated_at_ms: now,
+            ingest_problem: self.metrics.ingest_problem().unwrap_or_default(),
         }))
     }
 

@@ -36,6 +36,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Concurrent HTTP/2 streams per connection: a collector needs one, an operator a few.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
+/// The server stopped itself so that a restart can reopen a store that failed (a
+/// full disk) now that it could work again. Nothing acknowledged is lost: the store
+/// recovers to its last flush, and collectors resend the rest.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the store failed and the disk has room again: start the aggregator again to reopen it (systemd does so by itself)"
+)]
+pub struct RestartNeeded;
+
+/// The exit code that asks a supervisor for a restart (EX_TEMPFAIL).
+pub const EXIT_RESTART: u8 = 75;
+
 /// Binds the configured address and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
@@ -95,6 +107,7 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch * 4);
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
     let writer_stop = CancellationToken::new();
+    let restart_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn(writer::run(
         store.clone(),
         fleet.clone(),
@@ -105,7 +118,14 @@ pub async fn serve(
             retention: config.store.retention,
         },
         writer_stop.clone(),
-        metrics.clone(),
+        writer::Hooks {
+            metrics: metrics.clone(),
+            restart: writer::RestartOnSpace {
+                dir: config.data_dir.clone(),
+                shutdown: shutdown.clone(),
+                requested: restart_requested.clone(),
+            },
+        },
     ));
     // The engine and the metrics endpoint stop with the server, before the writer,
     // so the engine's last stored states are in the final flush.
@@ -139,8 +159,13 @@ pub async fn serve(
 
     let ingest = IngestServer::new(IngestService::new(tx, metrics.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(QueryService::new(fleet, store.clone(), rules))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(QueryService::new(
+        fleet,
+        store.clone(),
+        rules,
+        metrics.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let alerts =
         AlertsServer::new(AlertsService::new(hub)).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -196,6 +221,11 @@ pub async fn serve(
         } => Ok(()),
     };
     side_stop.cancel();
+    if restart_requested.load(std::sync::atomic::Ordering::Relaxed) {
+        // The store failed: another flush would only wait forever. What was
+        // acknowledged is on disk already; leave the rest to the restart.
+        return Err(RestartNeeded.into());
+    }
     engine.await.context("the alert engine failed")?;
     if let Some(m) = metrics_server {
         m.await.context("the metrics endpoint failed")?;

@@ -222,6 +222,11 @@ impl Aggregator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit code, once it has exited by itself.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+
     /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)

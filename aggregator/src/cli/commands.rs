@@ -143,6 +143,9 @@ impl QueryCommand {
                 if out.json {
                     json(&s)?;
                 } else {
+                    if !s.ingest_problem.is_empty() {
+                        println!("INGEST STOPPED: {}\n", s.ingest_problem);
+                    }
                     print!(
                         "{}\n{}",
                         table::groups(&s.groups, colour),
@@ -304,7 +307,12 @@ impl QueryCommand {
                     .status(w::StatusRequest {})
                     .await
                     .map_err(explain)?;
-                let verdict = Verdict::of(&s.into_inner().findings);
+                let s = s.into_inner();
+                let mut verdict = Verdict::of(&s.findings);
+                if !s.ingest_problem.is_empty() {
+                    verdict.status = "critical";
+                    verdict.worst = Some(format!("ingest stopped: {}", s.ingest_problem));
+                }
                 if out.json {
                     json(&verdict)?;
                 } else {

@@ -100,8 +100,10 @@ pub async fn run(
     mut control: mpsc::Receiver<Control>,
     tuning: Tuning,
     stop: CancellationToken,
-    metrics: Metrics,
+    hooks: Hooks,
 ) {
+    let Hooks { metrics, restart } = hooks;
+    let mut failed: Option<String> = None;
     let Tuning {
         max_batch,
         retention,
@@ -124,7 +126,10 @@ pub async fn run(
                 rx.recv().await
             }
             _ = prune_tick.tick() => {
-                pruner.step(&store);
+                match &failed {
+                    None => pruner.step(&store),
+                    Some(_) => restart.if_space_is_back(),
+                }
                 continue;
             }
             Some(c) = control.recv() => {
@@ -144,12 +149,103 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        commit(&store, &fleet, std::mem::take(&mut batch), &metrics).await;
+        let group = std::mem::take(&mut batch);
+        match &failed {
+            // sled does not recover from a failed flush in the same process; refuse at
+            // once rather than touch it again, until the restart reopens it.
+            Some(why) => {
+                for s in group {
+                    let _ = s.reply.send(Err(why.clone()));
+                }
+            }
+            None => {
+                if let Err(e) = commit(&store, &fleet, group, &metrics).await {
+                    failed = Some(format!(
+                        "the store failed ({e}); nothing is acknowledged until the aggregator restarts, which it does by itself once the disk has room"
+                    ));
+                }
+            }
+        }
     }
     tracing::debug!("writer stopped");
 }
 
-async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>, metrics: &Metrics) {
+/// How long a flush may take before the aggregator says ingest is stuck.
+const SLOW_FLUSH: Duration = Duration::from_secs(5);
+
+/// Flushes, and if that takes longer than [`SLOW_FLUSH`] (sled waits rather than
+/// fails when the disk is full), says so in `status` while it keeps waiting: nothing
+/// is acknowledged meanwhile, so collectors keep their reports.
+async fn flush_watched(store: &Store, metrics: &Metrics) -> Result<(), crate::store::StoreError> {
+    let flush = store.flush();
+    tokio::pin!(flush);
+    match tokio::time::timeout(SLOW_FLUSH, &mut flush).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => {
+            let problem = format!(
+                "the store cannot commit (a flush has taken longer than {SLOW_FLUSH:?}: is the disk full or failing?); reports are not acknowledged and collectors keep them until it can"
+            );
+            tracing::error!("{problem}");
+            metrics.set_ingest_problem(Some(problem));
+            flush.await.map(|_| ())
+        }
+    }
+}
+
+/// What the writer needs besides the store: the counters, and the way to ask for a
+/// restart once a failed store could work again.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// The aggregator's counters.
+    pub metrics: Metrics,
+    /// Asks the server to stop for a restart.
+    pub restart: RestartOnSpace,
+}
+
+/// After a store failure: checks for disk space in the store's folder, and when there
+/// is room again, asks the server to stop so that a restart reopens the store (sled
+/// recovers to its last flush, so nothing acknowledged is lost).
+#[derive(Debug, Clone)]
+pub struct RestartOnSpace {
+    /// The store's folder.
+    pub dir: std::path::PathBuf,
+    /// Cancelled to stop the server.
+    pub shutdown: CancellationToken,
+    /// Set when the stop is for a restart.
+    pub requested: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Room the store needs before a restart is worth it.
+const SPACE_PROBE_BYTES: usize = 16 << 20;
+
+impl RestartOnSpace {
+    fn if_space_is_back(&self) {
+        if self.requested.load(Relaxed) {
+            return;
+        }
+        let probe = self.dir.join(".space-probe");
+        let ok = std::fs::File::create(&probe)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+                f.sync_all()
+            })
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        if ok {
+            tracing::warn!("the disk has room again: stopping so that a restart reopens the store");
+            self.requested.store(true, Relaxed);
+            self.shutdown.cancel();
+        }
+    }
+}
+
+async fn commit(
+    store: &Store,
+    fleet: &SharedFleet,
+    batch: Vec<Submission>,
+    metrics: &Metrics,
+) -> Result<(), String> {
     let mut overlay: HashMap<String, StoredConnector> = HashMap::new();
     let mut writes = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -199,18 +295,22 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>, metr
     if !writes.is_empty() {
         let started = std::time::Instant::now();
         let result = match store.apply(&writes) {
-            Ok(()) => store.flush().await.map(|_| ()),
+            Ok(()) => flush_watched(store, metrics).await,
             Err(e) => Err(e),
         };
         metrics.commit_seconds.observe(started.elapsed());
         if let Err(e) = result {
             metrics.commit_failures.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, reports = batch.len(), "commit failed; nothing acknowledged");
+            metrics.set_ingest_problem(Some(format!(
+                "the store cannot commit ({e}); reports are not acknowledged and collectors keep them until it can"
+            )));
+            tracing::error!(error = %e, reports = batch.len(), "commit failed; nothing acknowledged (free disk space or fix the store; collectors resend)");
             for s in batch {
                 let _ = s.reply.send(Err(e.to_string()));
             }
-            return;
+            return Err(e.to_string());
         }
+        metrics.set_ingest_problem(None);
         let mut fleet = fleet.write();
         for (id, entry) in overlay {
             fleet.connectors.insert(id, entry);
@@ -226,4 +326,5 @@ async fn commit(store: &Store, fleet: &SharedFleet, batch: Vec<Submission>, metr
         // The stream may have gone; its collector will resend and get a duplicate ack.
         let _ = s.reply.send(Ok(outcome));
     }
+    Ok(())
 }

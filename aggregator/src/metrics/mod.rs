@@ -126,6 +126,8 @@ pub struct Inner {
     pub alert_evaluation_failures: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     alerts: Mutex<AlertCounts>,
+    /// Why the last group commit failed, until one succeeds again.
+    ingest_problem: Mutex<Option<String>>,
 }
 
 /// A cheap handle to the counters, shared by the writer, the ingest service, the
@@ -141,6 +143,27 @@ impl std::ops::Deref for Metrics {
 }
 
 impl Metrics {
+    /// Records that commits fail (`Some`, with the reason) or work again (`None`).
+    pub fn set_ingest_problem(&self, problem: Option<String>) {
+        let mut p = self
+            .0
+            .ingest_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *p != problem {
+            *p = problem;
+        }
+    }
+
+    /// Why ingest is stopped, if it is.
+    pub fn ingest_problem(&self) -> Option<String> {
+        self.0
+            .ingest_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Registers a sink's stats so the endpoint and the `alerts` command show them.
     pub fn register_sink(&self, stats: Arc<SinkStats>) {
         self.0
