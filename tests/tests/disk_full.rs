@@ -54,7 +54,7 @@ fn heavy(seq: u64) -> connwatch_shared::wire::Report {
 #[tokio::test]
 async fn a_full_disk_stops_acks_keeps_queries_and_recovers_without_loss() {
     let root = tempfile::tempdir().expect("tempdir");
-    let Some(mount) = mount_tmpfs(&root.path().join("tfs"), "24m") else {
+    let Some(mount) = mount_tmpfs(&root.path().join("tfs"), "64m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); the disk-full test needs one");
         return;
     };

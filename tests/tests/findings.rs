@@ -95,10 +95,45 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
     let agg = Aggregator::start(
         root.path(),
         &pki,
-        &format!("[rules]\ninactive_after = \"2s\"\nretire_after = \"6s\"\n{declared}"),
+        &format!("[rules]\ninactive_after = \"4s\"\nretire_after = \"10s\"\n{declared}"),
     );
+    // Certificates first: issuing them is the slow part, and the timing below must
+    // not depend on it.
+    let ids = [
+        "gone",
+        "quiet",
+        "h1",
+        "h2",
+        "f-ok1",
+        "f-ok2",
+        "svc-stopped",
+        "upd-stopped",
+        "cert-soon",
+        "cert-expired",
+        "cert-missing",
+        "cert-issuer",
+        "port-closed",
+        "tls-old",
+        "tls-mitm",
+        "backend-down",
+        "proxy-diff",
+        "old-version",
+        "skewed",
+        "log-error",
+        "probe-err",
+        "stray",
+        "d1",
+        "t1",
+        "t2",
+        "s1",
+        "s2",
+        "s3",
+        "m1",
+        "m2",
+    ];
+    let certs: BTreeMap<&str, _> = ids.iter().map(|id| (*id, pki.collector(id))).collect();
     let send = |id: &'static str, r: Report| {
-        let tls = pki.collector(id);
+        let tls = certs[id].clone();
         let agg = &agg;
         async move {
             let acks = send_reports(agg, &tls, vec![r]).await.expect("stream");
@@ -109,9 +144,9 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
     // Timing: `gone` falls silent first and is retired by the time we look; `quiet`
     // later, so it is inactive but not retired.
     send("gone", healthy("faults")).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     send("quiet", healthy("faults")).await;
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    tokio::time::sleep(Duration::from_millis(6000)).await;
 
     let now = connwatch_shared::time::now_ms();
     let fleet: Vec<(&'static str, Report)> = vec![
