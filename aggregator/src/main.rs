@@ -175,7 +175,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let served = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(on_signal(shutdown.clone()));
+                tokio::spawn(connwatch_shared::signals::cancel_on_signal(
+                    shutdown.clone(),
+                ));
                 connwatch_aggregator::server::run(config, shutdown).await
             });
             if let Err(e) = &served
@@ -241,7 +243,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(on_signal(shutdown.clone()));
+                tokio::spawn(connwatch_shared::signals::cancel_on_signal(
+                    shutdown.clone(),
+                ));
                 demo::run(
                     DemoOptions {
                         duration,
@@ -256,29 +260,4 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Turns SIGINT and SIGTERM (Ctrl-C on Windows) into one cancellation.
-async fn on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("stopping");
-    shutdown.cancel();
 }

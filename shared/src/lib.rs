@@ -10,6 +10,7 @@ pub mod identity;
 pub mod logging;
 pub mod pki;
 pub mod render;
+pub mod signals;
 pub mod time;
 pub mod tls;
 pub mod validate;

@@ -123,6 +123,22 @@ fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Output {
+    /// Prints `value` as JSON, or as the table `table` makes of it.
+    fn show<T: serde::Serialize>(
+        self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            json(value)
+        } else {
+            print!("{}", table(value));
+            Ok(())
+        }
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
@@ -167,11 +183,7 @@ impl QueryCommand {
                     .await
                     .map_err(explain)?;
                 let groups = s.into_inner().groups;
-                if out.json {
-                    json(&groups)?;
-                } else {
-                    print!("{}", table::groups(&groups, colour));
-                }
+                out.show(&groups, |v| table::groups(v, colour))?;
             }
             QueryCommand::Group { name, connect, out } => {
                 let g = connect
@@ -181,11 +193,7 @@ impl QueryCommand {
                     .await
                     .map_err(explain)?
                     .into_inner();
-                if out.json {
-                    json(&g)?;
-                } else {
-                    print!("{}", table::group(&g, now_ms(), colour));
-                }
+                out.show(&g, |v| table::group(v, now_ms(), colour))?;
             }
             QueryCommand::Connectors {
                 connect,
@@ -219,11 +227,7 @@ impl QueryCommand {
                     .await
                     .map_err(explain)?
                     .into_inner();
-                if out.json {
-                    json(&d)?;
-                } else {
-                    print!("{}", table::connector(&d, now_ms(), colour));
-                }
+                out.show(&d, |v| table::connector(v, now_ms(), colour))?;
             }
             QueryCommand::Certs {
                 connect,
@@ -240,11 +244,7 @@ impl QueryCommand {
                     .map_err(explain)?
                     .into_inner()
                     .certs;
-                if out.json {
-                    json(&certs)?;
-                } else {
-                    print!("{}", table::certs(&certs, colour));
-                }
+                out.show(&certs, |v| table::certs(v, colour))?;
             }
             QueryCommand::History {
                 id,
@@ -265,11 +265,7 @@ impl QueryCommand {
                     .await
                     .map_err(explain)?
                     .into_inner();
-                if out.json {
-                    json(&h)?;
-                } else {
-                    print!("{}", table::history(&h));
-                }
+                out.show(&h, table::history)?;
             }
             QueryCommand::Findings {
                 connect,
@@ -294,11 +290,7 @@ impl QueryCommand {
                     .map_err(explain)?
                     .into_inner()
                     .findings;
-                if out.json {
-                    json(&findings)?;
-                } else {
-                    print!("{}", table::findings(&findings, colour));
-                }
+                out.show(&findings, |v| table::findings(v, colour))?;
             }
             QueryCommand::Check { connect, out } => {
                 let s = connect
