@@ -4,7 +4,8 @@
 //! of what was assigned and acknowledged) with what the aggregator exports.
 //!
 //! The aggregator crash test scales with CONNWATCH_CRASH_COLLECTORS and
-//! CONNWATCH_CRASH_KILLS (defaults 12 and 5 here; `scripts/soak` runs 100 and 20).
+//! CONNWATCH_CRASH_KILLS and CONNWATCH_CRASH_INTERVAL (defaults 12, 5 and 100ms here;
+//! `scripts/soak` runs 100 collectors at 500ms through 20 kills).
 
 use connwatch_tests::{Aggregator, Collector, Pki, SpoolState, eventually, stored};
 use rand::Rng;
@@ -42,16 +43,13 @@ fn assert_ledger_matches(name: &str, state: SpoolState, rows: &[(u64, u64)]) {
 /// Waits until the aggregator has caught up with each collector, then stops them
 /// (SIGTERM: they deliver what they hold) and checks every ledger.
 async fn drain_and_check(agg: &Aggregator, pki: &Pki, collectors: &mut [(String, Collector)]) {
+    let budget = Duration::from_secs(60) + Duration::from_millis(500) * collectors.len() as u32;
     for (name, c) in collectors.iter() {
-        eventually(
-            Duration::from_secs(60),
-            &format!("{name} to catch up"),
-            || async {
-                let last = c.spool_state().last_seq;
-                let rows = stored(agg, pki, name);
-                (rows.len() as u64 + 2 >= last && last > 0).then_some(())
-            },
-        )
+        eventually(budget, &format!("{name} to catch up"), || async {
+            let last = c.spool_state().last_seq;
+            let rows = stored(agg, pki, name);
+            (rows.len() as u64 + 2 >= last && last > 0).then_some(())
+        })
         .await;
     }
     for (_, c) in collectors.iter_mut() {
@@ -66,6 +64,7 @@ async fn drain_and_check(agg: &Aggregator, pki: &Pki, collectors: &mut [(String,
 async fn acked_reports_survive_repeated_aggregator_kills() {
     let n = env_or("CONNWATCH_CRASH_COLLECTORS", 12);
     let kills = env_or("CONNWATCH_CRASH_KILLS", 5);
+    let interval = std::env::var("CONNWATCH_CRASH_INTERVAL").unwrap_or_else(|_| "100ms".into());
     let root = tempfile::tempdir().expect("tempdir");
     let pki = Pki::init(root.path());
     let mut agg = Aggregator::start(root.path(), &pki, "");
@@ -73,7 +72,7 @@ async fn acked_reports_survive_repeated_aggregator_kills() {
         .map(|i| {
             let name = format!("crash-{i:03}");
             let tls = pki.collector(&name);
-            let c = Collector::start_with(root.path(), &agg, &tls, "100ms", "");
+            let c = Collector::start_with(root.path(), &agg, &tls, &interval, "");
             (name, c)
         })
         .collect();
