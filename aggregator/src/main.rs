@@ -6,7 +6,7 @@
 //! bad config, refused certificate).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use connwatch_aggregator::cli::commands::QueryCommand;
 use connwatch_aggregator::cli::{self, Connect};
 use connwatch_aggregator::config::Config;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Stores connector health reports and answers operators' questions about the fleet.
 #[derive(Debug, Parser)]
-#[command(name = "connwatch-aggregator", version, about, long_about = None)]
+#[command(name = "connwatch-aggregator", version = connwatch_shared::version!(), about, long_about = None)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -92,6 +92,17 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: connwatch_shared::manual::Shell,
+    },
+    /// Print the man page, or write one page per subcommand into --dir.
+    Man {
+        /// Write every page into this folder (e.g. /usr/local/share/man/man1).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +166,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Completions { shell } => {
+            connwatch_shared::manual::completions(Cli::command(), shell, &mut std::io::stdout());
+        }
+        Command::Man { dir: None } => {
+            connwatch_shared::manual::man_page(Cli::command(), &mut std::io::stdout())?;
+        }
+        Command::Man { dir: Some(dir) } => {
+            for page in connwatch_shared::manual::man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?
+            {
+                println!("{}", page.display());
+            }
+        }
         Command::Serve {
             config,
             check_config,

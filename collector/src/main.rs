@@ -5,7 +5,7 @@
 //! certificates).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use connwatch_collector::config::Config;
 use connwatch_shared::logging::{self, LogFormat};
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Watches one application-proxy connector host and reports to a connwatch aggregator.
 #[derive(Debug, Parser)]
-#[command(name = "connwatch-collector", version, about, long_about = None)]
+#[command(name = "connwatch-collector", version = connwatch_shared::version!(), about, long_about = None)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -46,6 +46,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: connwatch_shared::manual::Shell,
+    },
+    /// Print the man page, or write one page per subcommand into --dir.
+    Man {
+        /// Write every page into this folder (e.g. /usr/local/share/man/man1).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +79,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Completions { shell } => {
+            connwatch_shared::manual::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            connwatch_shared::manual::man_page(Cli::command(), &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            for page in connwatch_shared::manual::man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?
+            {
+                println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             check_config,
