@@ -199,7 +199,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(on_signal(shutdown.clone()));
-                connwatch_aggregator::server::run(config, shutdown).await
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(on_hangup(reload.clone()));
+                connwatch_aggregator::server::run(config, shutdown, reload).await
             })?;
         }
         Command::Query(q) => return runtime.block_on(q.run()),
@@ -270,6 +272,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Turns each SIGHUP into a reload of the TLS files (`systemctl reload`). Windows has
+/// no SIGHUP; there the aggregator is restarted to pick up new files.
+async fn on_hangup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading TLS files");
+                    reload.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS reload is off"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Turns SIGINT and SIGTERM (Ctrl-C on Windows) into one cancellation.
