@@ -7,6 +7,8 @@
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use connwatch_collector::config::Config;
+use connwatch_collector::platform::service_host;
+use connwatch_collector::service::{self, ServiceCommand};
 use connwatch_shared::logging::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The Windows service: install, uninstall, start, stop.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         /// The shell.
@@ -61,7 +66,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, cli.log_level.as_deref());
+    if let Command::Service(ServiceCommand::Run { log_dir, .. }) = &cli.command {
+        // Started by the SCM: no console, so the log goes to a file.
+        match service::RollingFile::open(log_dir, "collector.log", service::LOG_ROLL_BYTES) {
+            Ok(file) => logging::init_with_writer(
+                cli.log_format,
+                cli.log_level.as_deref(),
+                std::sync::Mutex::new(file),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot open the log file in {}: {e}",
+                    log_dir.display()
+                );
+                return ExitCode::from(3);
+            }
+        }
+    } else {
+        logging::init(cli.log_format, cli.log_level.as_deref());
+    }
     connwatch_shared::tls::install_crypto_provider();
     match real_main(cli) {
         Ok(code) => code,
@@ -79,6 +102,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Service(command) => {
+            service_command(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             connwatch_shared::manual::completions(Cli::command(), shell, &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -132,6 +159,51 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn service_command(command: ServiceCommand) -> anyhow::Result<()> {
+    service_host::available()?;
+    match command {
+        ServiceCommand::Install {
+            config,
+            account,
+            log_dir,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this executable's path")?;
+            let plan = service::install_plan(&exe, &config, &account, &log_dir)?;
+            // Refuse a config the service could not start with, before registering it.
+            Config::load(&config)?;
+            service_host::install(&plan)?;
+            println!(
+                "installed {} as {} running `{} {}`; start it with `connwatch-collector service start`",
+                service::SERVICE_NAME,
+                plan.account.as_deref().unwrap_or("LocalSystem"),
+                plan.executable.display(),
+                plan.arguments
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        ServiceCommand::Uninstall => {
+            service_host::uninstall()?;
+            println!("removed {}", service::SERVICE_NAME);
+        }
+        ServiceCommand::Start => {
+            service_host::start()?;
+            println!("{} is running", service::SERVICE_NAME);
+        }
+        ServiceCommand::Stop => {
+            service_host::stop()?;
+            println!("{} has stopped", service::SERVICE_NAME);
+        }
+        ServiceCommand::Run { config, .. } => {
+            let config = Config::load(&config)?;
+            service_host::run(config)?;
+        }
+    }
+    Ok(())
 }
 
 /// Turns SIGINT and SIGTERM (Ctrl-C on Windows) into one cancellation.

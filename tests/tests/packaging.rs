@@ -1,5 +1,6 @@
 //! What an installer ships beside the binaries: `--version` names the git revision,
-//! and both binaries print completion scripts and man pages for every subcommand.
+//! both binaries print completion scripts and man pages for every subcommand, and the
+//! collector's Windows service commands tell a Linux user to use systemd instead.
 
 use connwatch_tests::bin;
 use std::process::Command;
@@ -55,5 +56,21 @@ fn completions_and_man_pages_cover_the_subcommands() {
         let page = dir.path().join(format!("{binary}-{sub}.1"));
         assert!(page.is_file(), "no {}: {listed}", page.display());
         assert!(listed.contains(&format!("{binary}.1")));
+    }
+}
+
+#[test]
+fn the_service_commands_point_linux_users_at_systemd() {
+    for args in [&["service", "install"][..], &["service", "start"][..]] {
+        let out = Command::new(bin("connwatch-collector"))
+            .args(args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(3));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("deploy/linux/connwatch-collector.service"),
+            "{err}"
+        );
     }
 }
