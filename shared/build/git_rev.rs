@@ -1,6 +1,7 @@
 //! Build script shared by both binaries: puts the git revision into
-//! `CONNWATCH_GIT_REV` for `--version`, or "unknown" outside a git checkout (a source
-//! tarball, a container build without `.git`).
+//! `CONNWATCH_GIT_REV` for `--version`: the variable's value when the build sets it
+//! (the container build, whose context has no `.git`), else `git rev-parse`, else
+//! "unknown" (a source tarball).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,7 +17,12 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rerun-if-env-changed=CONNWATCH_GIT_REV");
+    let rev = std::env::var("CONNWATCH_GIT_REV")
+        .ok()
+        .filter(|r| !r.is_empty() && r != "unknown")
+        .or_else(|| git(&["rev-parse", "--short", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=CONNWATCH_GIT_REV={rev}");
     // Rebuild when HEAD moves: HEAD itself changes on checkout, the branch's ref file
     // on commit. `--git-path` finds both in a worktree too. Only existing files are

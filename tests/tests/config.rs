@@ -75,6 +75,7 @@ fn every_example_config_passes_check_config() {
         ("connwatch-aggregator", "serve", "aggregator.example.toml"),
         ("connwatch-collector", "run", "collector.example.toml"),
         ("connwatch-collector", "run", "windows/collector.toml"),
+        ("connwatch-aggregator", "serve", "container/aggregator.toml"),
     ] {
         let config = localise(root.path(), &pki, example);
         let out = run(binary, &[command, "--check-config"], &config);
