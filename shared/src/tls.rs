@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, Error)]
@@ -154,14 +154,6 @@ fn invalid(path: &Path, error: impl std::fmt::Display, fix: &'static str) -> Tls
 }
 
 impl TlsMaterial {
-    /// The server side: present our certificate, require a client certificate signed by
-    /// the CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(TlsIdentity::from_pem(&self.cert_pem, &self.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-    }
-
     /// The client side: trust only the CA, present our certificate, and expect the
     /// server to be `server_name`.
     pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
@@ -201,4 +193,55 @@ fn count_certs(path: &Path, pem: &[u8]) -> Result<usize, TlsError> {
 pub fn install_crypto_provider() {
     // Err means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, LeafSpec};
+
+    #[test]
+    fn server_config_errors_name_the_file_at_fault() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertAuthority::generate("test CA").expect("ca");
+        ca.save(dir.path(), false).expect("save");
+        let spec = LeafSpec::server(&["localhost".into()], &[]);
+        ca.issue(&spec)
+            .expect("issue")
+            .write(dir.path(), "server", false)
+            .expect("write");
+        ca.issue(&spec)
+            .expect("issue")
+            .write(dir.path(), "other", false)
+            .expect("write");
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+        };
+        let config = files.server_config().expect("a good set loads");
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+
+        let mismatched = TlsFiles {
+            key: dir.path().join("other.key"),
+            ..files.clone()
+        };
+        let err = mismatched
+            .server_config()
+            .expect_err("key of another certificate");
+        assert!(
+            matches!(&err, TlsError::Invalid { path, .. } if path == &files.cert),
+            "{err}"
+        );
+        assert!(err.to_string().contains("key file belongs"), "{err}");
+
+        std::fs::write(dir.path().join("bad-ca.pem"), "not PEM").expect("write");
+        let bad_ca = TlsFiles {
+            ca: dir.path().join("bad-ca.pem"),
+            ..files
+        };
+        let err = bad_ca.server_config().expect_err("no CA");
+        assert!(err.to_string().contains("bad-ca.pem"), "{err}");
+    }
 }
