@@ -74,7 +74,7 @@ pub fn issue(
         .write(out, &format!("{role}-{name}"), force)?;
     let use_it = match role {
         Role::Collector => format!(
-            "copy them with {ca} to the connector host and point [aggregator] cert, key and ca in collector.toml at them; reports signed with it are stored as connector `{name}`",
+            "copy them with {ca} to the connector host and point [aggregator] cert, key and ca in collector.toml at them; reports signed with it are stored as connector `{name}`. To renew, issue again with --force and replace the files on the host: the running collector picks them up without a restart",
             ca = dir.join("ca.pem").display()
         ),
         Role::Operator => format!(

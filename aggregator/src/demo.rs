@@ -165,6 +165,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         config,
         listener,
         agg_stop.clone(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
         |_| {},
     ));
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod fleet;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod query;
 pub mod remedy;

@@ -6,7 +6,7 @@
 //! bad config, refused certificate).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use connwatch_aggregator::cli::commands::QueryCommand;
 use connwatch_aggregator::cli::{self, Connect};
 use connwatch_aggregator::config::Config;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Stores connector health reports and answers operators' questions about the fleet.
 #[derive(Debug, Parser)]
-#[command(name = "connwatch-aggregator", version, about, long_about = None)]
+#[command(name = "connwatch-aggregator", version = connwatch_shared::version!(), about, long_about = None)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -93,6 +93,17 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: connwatch_shared::manual::Shell,
+    },
+    /// Print the man page, or write one page per subcommand into --dir.
+    Man {
+        /// Write every page into this folder (e.g. /usr/local/share/man/man1).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +167,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Completions { shell } => {
+            connwatch_shared::manual::completions(Cli::command(), shell, &mut std::io::stdout());
+        }
+        Command::Man { dir: None } => {
+            connwatch_shared::manual::man_page(Cli::command(), &mut std::io::stdout())?;
+        }
+        Command::Man { dir: Some(dir) } => {
+            for page in connwatch_shared::manual::man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?
+            {
+                println!("{}", page.display());
+            }
+        }
         Command::Serve {
             config,
             check_config,
@@ -178,7 +202,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(connwatch_shared::signals::cancel_on_signal(
                     shutdown.clone(),
                 ));
-                connwatch_aggregator::server::run(config, shutdown).await
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(on_hangup(reload.clone()));
+                connwatch_aggregator::server::run(config, shutdown, reload).await
             });
             if let Err(e) = &served
                 && e.downcast_ref::<RestartNeeded>().is_some()
@@ -260,4 +286,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Turns each SIGHUP into a reload of the TLS files (`systemctl reload`). Windows has
+/// no SIGHUP; there the aggregator is restarted to pick up new files.
+async fn on_hangup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading TLS files");
+                    reload.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS reload is off"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }

@@ -3,7 +3,8 @@
 //! reflection over mutual TLS, and `/metrics` over plain HTTP when configured, until
 //! shutdown. Shutdown stops accepting, gives open streams a grace period, stops the
 //! alert engine and the metrics endpoint, lets the writer commit what it holds and
-//! flushes the store last.
+//! flushes the store last. A reload (SIGHUP in `main`) re-reads the CA bundle and the
+//! server certificate for new connections.
 
 use crate::admin::AdminService;
 use crate::alert::{self, Hub, service::AlertsService};
@@ -11,6 +12,7 @@ use crate::auth::RequireRole;
 use crate::config::Config;
 use crate::fleet::{Fleet, SharedFleet};
 use crate::ingest::{service::IngestService, writer};
+use crate::listener::{self, ServerTls};
 use crate::metrics::{self, Metrics};
 use crate::query::QueryService;
 use crate::store::Store;
@@ -24,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -48,8 +50,13 @@ pub struct RestartNeeded;
 /// The exit code that asks a supervisor for a restart (EX_TEMPFAIL).
 pub const EXIT_RESTART: u8 = 75;
 
-/// Binds the configured address and serves until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Binds the configured address and serves until `shutdown`; each notification of
+/// `reload` re-reads the TLS files.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (key `listen` in {})",
@@ -57,7 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             config.file.display()
         )
     })?;
-    serve(config, listener, shutdown, |addr| {
+    serve(config, listener, shutdown, reload, |addr| {
         // Scripts and tests wait for this line to know the server is up.
         println!("connwatch-aggregator listening on {addr}");
     })
@@ -65,14 +72,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Serves on an already bound listener until `shutdown`; `ready` is called once the
-/// store is open and the services are set up.
+/// store is open and the services are set up; each notification of `reload` re-reads
+/// the TLS files.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
+    reload: Arc<Notify>,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let tls = config.tls.load()?;
+    let tls = Arc::new(ServerTls::load(config.tls.clone())?);
     let addr: SocketAddr = listener.local_addr().context("listener has no address")?;
     let store = {
         let dir = config.data_dir.clone();
@@ -178,13 +187,11 @@ pub async fn serve(
         .build_v1()
         .context("cannot build the reflection service")?;
 
+    // TLS is done by `listener`, whose configuration can be swapped at run time.
     let server = Server::builder()
-        .tls_config(tls.server_config())
-        .context("TLS set-up failed")?
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ingest,
             RequireRole(Role::Collector),
@@ -207,9 +214,12 @@ pub async fn serve(
     tracing::info!(%addr, store = %config.data_dir.display(), connectors = loaded, "aggregator serving");
     ready(addr);
 
+    let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
     let stopping = shutdown.clone();
-    let serving = server
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping.cancelled_owned());
+    let serving = server.serve_with_incoming_shutdown(
+        listener::incoming(listener, tls, shutdown.clone()),
+        stopping.cancelled_owned(),
+    );
     tokio::pin!(serving);
     // Long-lived report streams never end on their own: once shutdown starts, give
     // them a grace period, then drop the server and its connections.
@@ -221,6 +231,7 @@ pub async fn serve(
         } => Ok(()),
     };
     side_stop.cancel();
+    reloader.abort();
     if restart_requested.load(std::sync::atomic::Ordering::Relaxed) {
         // The store failed: another flush would only wait forever. What was
         // acknowledged is on disk already; leave the rest to the restart.
@@ -236,4 +247,22 @@ pub async fn serve(
     store.flush().await.context("final flush failed")?;
     tracing::info!("stopped");
     result
+}
+
+/// Re-reads the TLS files on each notification until `shutdown`. A bad file is an
+/// error an operator must act on; the server keeps the configuration it has.
+async fn reload_on(reload: Arc<Notify>, tls: Arc<ServerTls>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = reload.notified() => {}
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("reloaded the CA bundle and server certificate"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot reload TLS files; still using the ones loaded before"
+            ),
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod platform;
 pub mod probe;
 pub mod scheduler;
+pub mod service;
 pub mod spool;
 pub mod uplink;
 

@@ -5,8 +5,10 @@
 //! certificates).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use connwatch_collector::config::Config;
+use connwatch_collector::platform::service_host;
+use connwatch_collector::service::{self, ServiceCommand};
 use connwatch_shared::logging::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Watches one application-proxy connector host and reports to a connwatch aggregator.
 #[derive(Debug, Parser)]
-#[command(name = "connwatch-collector", version, about, long_about = None)]
+#[command(name = "connwatch-collector", version = connwatch_shared::version!(), about, long_about = None)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -46,11 +48,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The Windows service: install, uninstall, start, stop.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: connwatch_shared::manual::Shell,
+    },
+    /// Print the man page, or write one page per subcommand into --dir.
+    Man {
+        /// Write every page into this folder (e.g. /usr/local/share/man/man1).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, cli.log_level.as_deref());
+    if let Command::Service(ServiceCommand::Run { log_dir, .. }) = &cli.command {
+        // Started by the SCM: no console, so the log goes to a file.
+        match service::RollingFile::open(log_dir, "collector.log", service::LOG_ROLL_BYTES) {
+            Ok(file) => logging::init_with_writer(
+                cli.log_format,
+                cli.log_level.as_deref(),
+                std::sync::Mutex::new(file),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot open the log file in {}: {e}",
+                    log_dir.display()
+                );
+                return ExitCode::from(3);
+            }
+        }
+    } else {
+        logging::init(cli.log_format, cli.log_level.as_deref());
+    }
     connwatch_shared::tls::install_crypto_provider();
     match real_main(cli) {
         Ok(code) => code,
@@ -68,6 +102,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Service(command) => {
+            service_command(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            connwatch_shared::manual::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            connwatch_shared::manual::man_page(Cli::command(), &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            for page in connwatch_shared::manual::man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?
+            {
+                println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             check_config,
@@ -107,4 +161,49 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn service_command(command: ServiceCommand) -> anyhow::Result<()> {
+    service_host::available()?;
+    match command {
+        ServiceCommand::Install {
+            config,
+            account,
+            log_dir,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this executable's path")?;
+            let plan = service::install_plan(&exe, &config, &account, &log_dir)?;
+            // Refuse a config the service could not start with, before registering it.
+            Config::load(&config)?;
+            service_host::install(&plan)?;
+            println!(
+                "installed {} as {} running `{} {}`; start it with `connwatch-collector service start`",
+                service::SERVICE_NAME,
+                plan.account.as_deref().unwrap_or("LocalSystem"),
+                plan.executable.display(),
+                plan.arguments
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        ServiceCommand::Uninstall => {
+            service_host::uninstall()?;
+            println!("removed {}", service::SERVICE_NAME);
+        }
+        ServiceCommand::Start => {
+            service_host::start()?;
+            println!("{} is running", service::SERVICE_NAME);
+        }
+        ServiceCommand::Stop => {
+            service_host::stop()?;
+            println!("{} has stopped", service::SERVICE_NAME);
+        }
+        ServiceCommand::Run { config, .. } => {
+            let config = Config::load(&config)?;
+            service_host::run(config)?;
+        }
+    }
+    Ok(())
 }

@@ -2,11 +2,16 @@
 //! report in order, forgets a report once it is acked, and reconnects with exponential
 //! backoff and jitter. After a reconnect it resends everything not yet acked; the
 //! aggregator recognises resends by (epoch, seq).
+//!
+//! Certificates are renewed in place (new files at the same paths), so the uplink
+//! re-reads its TLS files before each connection and, while connected, every
+//! [`RENEWAL_CHECK`]; when they change it reconnects to present the new certificate.
+//! A renewal never needs a restart.
 
 use crate::config::AggregatorConfig;
 use crate::spool::Spool;
 use anyhow::Context;
-use connwatch_shared::tls::TlsMaterial;
+use connwatch_shared::tls::{TlsFiles, TlsMaterial};
 use connwatch_shared::wire::ingest_client::IngestClient;
 use connwatch_shared::wire::{AckOutcome, Report};
 use rand::Rng;
@@ -21,6 +26,8 @@ use tonic::transport::{Channel, Endpoint};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a connected uplink looks for renewed certificate files.
+pub const RENEWAL_CHECK: Duration = Duration::from_secs(5);
 
 /// Opens a channel to the aggregator.
 pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Result<Channel> {
@@ -39,15 +46,27 @@ pub async fn connect(config: &AggregatorConfig, tls: &TlsMaterial) -> anyhow::Re
         .with_context(|| format!("cannot connect to the aggregator at {}", config.address))
 }
 
-/// Delivers reports from `spool` until `stop`.
+/// Delivers reports from `spool` until `stop`; `tls` is what the config's files held
+/// at start.
 pub async fn run(
     config: AggregatorConfig,
-    tls: TlsMaterial,
+    mut tls: TlsMaterial,
     spool: Arc<Spool>,
     stop: CancellationToken,
 ) {
     let mut failures = 0u32;
     while !stop.is_cancelled() {
+        match config.tls.load() {
+            Ok(now) if now != tls => {
+                tracing::info!(cert = %config.tls.cert.display(), "certificate files changed; connecting with the new ones");
+                tls = now;
+            }
+            Ok(_) => {}
+            // Mid-renewal a file can be missing or half written: keep what worked.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the certificate files; using the ones read before")
+            }
+        }
         match session(&config, &tls, &spool, &stop).await {
             Ok(acked) if acked > 0 => failures = 0,
             Ok(_) => failures += 1,
@@ -105,6 +124,9 @@ async fn session(
     let mut acked = 0u64;
     let pace = Duration::from_secs(1) / config.drain_rate.max(1);
     let mut next_send = tokio::time::Instant::now();
+    // One future for the session, so its timer is not restarted by every ack.
+    let renewal = renewed(&config.tls, tls);
+    tokio::pin!(renewal);
     loop {
         let next = spool.next_after(sent);
         tokio::select! {
@@ -145,6 +167,21 @@ async fn session(
                     return Ok(acked);
                 }
             }
+            () = &mut renewal => {
+                tracing::info!(cert = %config.tls.cert.display(), "certificate files renewed; reconnecting to present them");
+                return Ok(acked);
+            }
+        }
+    }
+}
+
+/// Resolves once the TLS files hold something other than `current` (and read
+/// cleanly).
+async fn renewed(files: &TlsFiles, current: &TlsMaterial) {
+    loop {
+        tokio::time::sleep(RENEWAL_CHECK).await;
+        if files.load().is_ok_and(|now| &now != current) {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod finding;
 pub mod identity;
 pub mod logging;
+pub mod manual;
 pub mod pki;
 pub mod render;
 pub mod signals;

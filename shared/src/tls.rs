@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, Error)]
@@ -29,6 +29,17 @@ pub enum TlsError {
         /// What to do about it.
         fix: &'static str,
     },
+    /// A file parses but cannot be used (a malformed certificate, a key that does not
+    /// belong to the certificate).
+    #[error("{path}: {error}; {fix}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: String,
+        /// What to do about it.
+        fix: &'static str,
+    },
 }
 
 /// Paths of the PEM files one side of a mutual-TLS connection needs.
@@ -42,8 +53,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// PEM bytes read and checked from [`TlsFiles`].
-#[derive(Debug, Clone)]
+/// PEM bytes read and checked from [`TlsFiles`]. Equal values mean unchanged files,
+/// which is how the collector notices renewed certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsMaterial {
     /// The CA certificate(s).
     pub ca_pem: Vec<u8>,
@@ -82,15 +94,66 @@ impl TlsFiles {
     }
 }
 
-impl TlsMaterial {
-    /// The server side: present our certificate, require a client certificate signed by
-    /// the CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(TlsIdentity::from_pem(&self.cert_pem, &self.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+impl TlsFiles {
+    /// The server side as a rustls configuration: present our certificate, require a
+    /// client certificate that chains to the CA, speak HTTP/2. The aggregator builds one
+    /// at start and again on reload, so renewed files take effect without a restart.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let material = self.load()?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut material.ca_pem.as_slice()) {
+            let cert = cert.map_err(|e| invalid(&self.ca, e, FIX_CERT))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(&self.ca, e, FIX_CERT))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| invalid(&self.ca, e, FIX_CERT))?;
+        let chain = rustls_pemfile::certs(&mut material.cert_pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&self.cert, e, FIX_CERT))?;
+        let key = match rustls_pemfile::private_key(&mut material.key_pem.as_slice()) {
+            Ok(Some(key)) => key,
+            _ => {
+                return Err(TlsError::Empty {
+                    path: self.key.clone(),
+                    what: "private key",
+                    fix: FIX_CERT,
+                });
+            }
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&self.cert, e, FIX_CERT))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| {
+                invalid(
+                    &self.cert,
+                    e,
+                    "check that the key file belongs to this certificate (both from the same `ca issue` run)",
+                )
+            })?;
+        // gRPC is HTTP/2 only.
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
     }
+}
 
+fn invalid(path: &Path, error: impl std::fmt::Display, fix: &'static str) -> TlsError {
+    TlsError::Invalid {
+        path: path.to_path_buf(),
+        error: error.to_string(),
+        fix,
+    }
+}
+
+impl TlsMaterial {
     /// The client side: trust only the CA, present our certificate, and expect the
     /// server to be `server_name`.
     pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
@@ -130,4 +193,55 @@ fn count_certs(path: &Path, pem: &[u8]) -> Result<usize, TlsError> {
 pub fn install_crypto_provider() {
     // Err means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, LeafSpec};
+
+    #[test]
+    fn server_config_errors_name_the_file_at_fault() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertAuthority::generate("test CA").expect("ca");
+        ca.save(dir.path(), false).expect("save");
+        let spec = LeafSpec::server(&["localhost".into()], &[]);
+        ca.issue(&spec)
+            .expect("issue")
+            .write(dir.path(), "server", false)
+            .expect("write");
+        ca.issue(&spec)
+            .expect("issue")
+            .write(dir.path(), "other", false)
+            .expect("write");
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+        };
+        let config = files.server_config().expect("a good set loads");
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+
+        let mismatched = TlsFiles {
+            key: dir.path().join("other.key"),
+            ..files.clone()
+        };
+        let err = mismatched
+            .server_config()
+            .expect_err("key of another certificate");
+        assert!(
+            matches!(&err, TlsError::Invalid { path, .. } if path == &files.cert),
+            "{err}"
+        );
+        assert!(err.to_string().contains("key file belongs"), "{err}");
+
+        std::fs::write(dir.path().join("bad-ca.pem"), "not PEM").expect("write");
+        let bad_ca = TlsFiles {
+            ca: dir.path().join("bad-ca.pem"),
+            ..files
+        };
+        let err = bad_ca.server_config().expect_err("no CA");
+        assert!(err.to_string().contains("bad-ca.pem"), "{err}");
+    }
 }

@@ -217,6 +217,11 @@ impl Aggregator {
         std::fs::read_to_string(self.config.with_file_name("aggregator.log")).unwrap_or_default()
     }
 
+    /// Its process id, for sending signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

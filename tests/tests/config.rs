@@ -29,13 +29,19 @@ fn localise(root: &Path, pki: &Pki, example: &str) -> PathBuf {
     ] {
         std::fs::copy(from, certs.join(to)).expect("copy cert");
     }
+    // The Windows example's paths are literal strings under C:\ProgramData\connwatch.
     let text = text
+        .replace(
+            r"C:\ProgramData\connwatch\certs\",
+            r"C:\ProgramData\connwatch\certs/",
+        )
+        .replace(r"C:\ProgramData\connwatch\", &format!("{}/", etc.display()))
         .replace("/etc/connwatch/", &format!("{}/", etc.display()))
         .replace(
             "/var/lib/connwatch",
             &root.join("data").display().to_string(),
         );
-    let path = etc.join(example);
+    let path = etc.join(example.replace('/', "-"));
     std::fs::write(&path, text).expect("write");
     path
 }
@@ -68,6 +74,8 @@ fn every_example_config_passes_check_config() {
     for (binary, command, example) in [
         ("connwatch-aggregator", "serve", "aggregator.example.toml"),
         ("connwatch-collector", "run", "collector.example.toml"),
+        ("connwatch-collector", "run", "windows/collector.toml"),
+        ("connwatch-aggregator", "serve", "container/aggregator.toml"),
     ] {
         let config = localise(root.path(), &pki, example);
         let out = run(binary, &[command, "--check-config"], &config);
@@ -78,6 +86,16 @@ fn every_example_config_passes_check_config() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
     }
+}
+
+#[test]
+fn the_windows_example_names_only_windows_paths() {
+    let text = std::fs::read_to_string(deploy("windows/collector.toml")).expect("read");
+    for line in text.lines().filter(|l| l.contains(" = '")) {
+        let path = line.split('\'').nth(1).expect("a quoted path");
+        assert!(path.starts_with(r"C:\"), "not a Windows path: {line}");
+    }
+    assert!(!text.contains("/etc/") && !text.contains("/var/"));
 }
 
 #[test]

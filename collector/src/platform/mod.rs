@@ -5,6 +5,14 @@
 //! read are parsed in [`parse`], which compiles and is tested everywhere.
 
 pub mod parse;
+/// Registering and running the collector as a Windows service (off Windows: refusals
+/// that point at systemd).
+#[cfg(windows)]
+#[path = "service_windows.rs"]
+pub mod service_host;
+#[cfg(not(windows))]
+#[path = "service_unix.rs"]
+pub mod service_host;
 #[cfg(not(windows))]
 mod unix;
 #[cfg(windows)]

@@ -1,0 +1,101 @@
+//! The mutual-TLS listener: accepts TCP connections, runs each TLS handshake in its own
+//! task (so a slow client never holds up the others) and hands finished connections to
+//! tonic. The server configuration sits behind a lock and is replaced on reload, so a
+//! renewed CA bundle or server certificate takes effect for new connections without a
+//! restart; open connections keep the configuration they were accepted with.
+//! tonic's built-in TLS cannot do this: its configuration is fixed at start.
+
+use connwatch_shared::tls::{TlsError, TlsFiles};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive on accepted connections, so dead peers are noticed even when HTTP/2
+/// pings cannot be sent.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The current server configuration and the files it is built from.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Builds the configuration from `files`.
+    pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
+        let config = Arc::new(files.server_config()?);
+        Ok(ServerTls {
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    /// Reads the files again and, if they make a valid configuration, uses it for every
+    /// later handshake. On error the previous configuration stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = Arc::new(self.files.server_config()?);
+        // A poisoned lock only means a writer panicked mid-swap of an Arc, which
+        // leaves the value intact.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+}
+
+/// Accepts connections on `listener` until `stop`, yielding each one whose handshake
+/// succeeded. Failed handshakes (wrong CA, expired certificate, no certificate) are
+/// logged at debug level and dropped: the client sees the TLS alert.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    stop: CancellationToken,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
