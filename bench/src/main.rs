@@ -1,0 +1,127 @@
+//! `connwatch-bench`: runs the benchmarks against the release (or debug) binaries built
+//! beside it and prints the figures table and JSON. `full` is the documented run,
+//! `smoke` the short CI check of same-run ratios.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Benchmarks connwatch beside its ceilings and peers, in one run."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every scenario; prints a Markdown table, then the JSON.
+    Full {
+        /// Fleet sizes for the scaling runs; the largest is the headline fleet.
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
+        fleets: Vec<usize>,
+        /// Repeats of the headline comparison.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Seconds per measured window.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Registered connectors in the query scenario.
+        #[arg(long, default_value_t = 100_000)]
+        query_connectors: usize,
+        /// Collectors in the reconnect storm.
+        #[arg(long, default_value_t = 10_000)]
+        storm: usize,
+        /// Collector cycle interval in the footprint scenario, seconds.
+        #[arg(long, default_value_t = 3)]
+        footprint_interval: u64,
+        /// How long the footprint is watched, seconds.
+        #[arg(long, default_value_t = 30)]
+        footprint_window: u64,
+        /// Also write the JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The CI check: interleaved short rounds; fails unless the same-run ratios hold.
+    Smoke {
+        /// Simulated collectors.
+        #[arg(long, default_value_t = 200)]
+        collectors: usize,
+    },
+    /// Internal: writes a registered fleet into a store folder (used by `full`).
+    #[command(hide = true)]
+    Populate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        connectors: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("connwatch-bench: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("connwatch-bench: {e:#}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Full {
+            fleets,
+            repeats,
+            seconds,
+            query_connectors,
+            storm,
+            footprint_interval,
+            footprint_window,
+            json,
+        } => {
+            let opts = connwatch_bench::FullOptions {
+                fleets,
+                repeats: repeats.max(1),
+                measure: Duration::from_secs(seconds.max(1)),
+                query_connectors,
+                storm,
+                footprint_interval: Duration::from_secs(footprint_interval.max(1)),
+                footprint_window: Duration::from_secs(footprint_window.max(1)),
+            };
+            let r = connwatch_bench::full(&opts).await?;
+            println!("{}", connwatch_bench::report::table(&r));
+            let text = serde_json::to_string_pretty(&r)?;
+            println!("{text}");
+            if let Some(p) = json {
+                std::fs::write(&p, text)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            Ok(())
+        }
+        Cmd::Smoke { collectors } => {
+            let s = connwatch_bench::smoke_checked(collectors).await?;
+            println!("{}", serde_json::to_string_pretty(&s.json())?);
+            Ok(())
+        }
+        Cmd::Populate {
+            data_dir,
+            connectors,
+        } => connwatch_bench::query::populate(&data_dir, connectors, 50).await,
+    }
+}
