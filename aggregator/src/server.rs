@@ -233,8 +233,11 @@ pub async fn serve(
     side_stop.cancel();
     reloader.abort();
     if restart_requested.load(std::sync::atomic::Ordering::Relaxed) {
-        // The store failed: another flush would only wait forever. What was
-        // acknowledged is on disk already; leave the rest to the restart.
+        // The store failed: another flush would only wait forever, and sled flushes
+        // when its last handle drops, so one handle is leaked on purpose and the
+        // process exits without dropping it. What was acknowledged is on disk
+        // already; leave the rest to the restart.
+        std::mem::forget(Arc::clone(&store));
         return Err(RestartNeeded.into());
     }
     engine.await.context("the alert engine failed")?;
