@@ -268,7 +268,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             ));
         }
         let status = client
-            .status(StatusRequest {})
+            .status(StatusRequest { max_findings: 0 })
             .await
             .map_err(crate::cli::explain)?
             .into_inner();
@@ -295,7 +295,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     }
 
     let status = client
-        .status(StatusRequest {})
+        .status(StatusRequest { max_findings: 0 })
         .await
         .map_err(crate::cli::explain)?
         .into_inner();

@@ -1,10 +1,13 @@
 //! The live view of the fleet: every connector's registry entry and latest report,
 //! kept in memory, rebuilt from the store at start and updated by the writer after
-//! each durable commit. Queries read it; they never scan sled.
+//! each durable commit, with its evaluation kept beside it (the [`Rollup`]). Queries
+//! read these; they never scan sled.
 
+use crate::config::RulesConfig;
+use crate::rollup::Rollup;
 use crate::store::StoredConnector;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 /// Connectors by id, sorted so listings come out in order.
 #[derive(Debug, Default, Clone)]
@@ -13,24 +16,66 @@ pub struct Fleet {
     pub connectors: BTreeMap<String, StoredConnector>,
 }
 
-/// The fleet shared between the writer and the query service.
+/// The fleet shared between the writer and the readers, with its rollup.
 #[derive(Debug, Default, Clone)]
-pub struct SharedFleet(Arc<RwLock<Fleet>>);
+pub struct SharedFleet {
+    fleet: Arc<RwLock<Fleet>>,
+    rollup: Arc<Mutex<Rollup>>,
+}
 
 impl SharedFleet {
     /// Wraps a fleet for sharing.
     pub fn new(fleet: Fleet) -> SharedFleet {
-        SharedFleet(Arc::new(RwLock::new(fleet)))
+        SharedFleet {
+            fleet: Arc::new(RwLock::new(fleet)),
+            rollup: Arc::default(),
+        }
     }
 
     /// Reads the fleet; a poisoned lock still holds consistent data (writes are
     /// single inserts), so it is recovered rather than propagated.
     pub fn read(&self) -> RwLockReadGuard<'_, Fleet> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+        self.fleet.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the fleet.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Fleet> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+    /// Replaces connectors' entries, then tells the rollup. In that order: a reader
+    /// that refreshes in between sees the new entry and is merely told again.
+    pub fn upsert(&self, entries: impl IntoIterator<Item = (String, StoredConnector)>) {
+        let mut ids = Vec::new();
+        {
+            let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
+            for (id, entry) in entries {
+                ids.push(id.clone());
+                fleet.connectors.insert(id, entry);
+            }
+        }
+        let mut rollup = self.lock_rollup();
+        for id in &ids {
+            rollup.mark(id);
+        }
+    }
+
+    /// Runs `f` on the fleet and its evaluation as of `now_ms`. Readers take turns
+    /// (bringing the rollup up to date writes it), and each turn is short.
+    pub fn evaluated<R>(
+        &self,
+        now_ms: i64,
+        rules: &Arc<RulesConfig>,
+        f: impl FnOnce(&Fleet, &Rollup) -> R,
+    ) -> R {
+        let mut rollup = self.lock_rollup();
+        let fleet = self.read();
+        rollup.refresh(&fleet, now_ms, rules);
+        f(&fleet, &rollup)
+    }
+
+    fn lock_rollup(&self) -> std::sync::MutexGuard<'_, Rollup> {
+        self.rollup.lock().unwrap_or_else(|p| {
+            // A refresh that panicked may have left it half done: start afresh.
+            let mut rollup = p.into_inner();
+            rollup.reset();
+            self.rollup.clear_poison();
+            rollup
+        })
     }
 }

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 pub mod query;
 pub mod remedy;
+pub mod rollup;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -1,10 +1,10 @@
-//! The `Query` gRPC service for operators: evaluates the live fleet with the rules and
-//! maps the results onto the wire. It reads the in-memory fleet; only `History` reads
-//! the store.
+//! The `Query` gRPC service for operators: maps the live fleet and its kept evaluation
+//! (the rollup) onto the wire. Only `History` reads the store.
 
 use crate::config::RulesConfig;
 use crate::fleet::SharedFleet;
 use crate::metrics::Metrics;
+use crate::rollup::Rollup;
 use crate::rules::{self, ConnectorEval, GroupEval};
 use crate::store::Store;
 use connwatch_proto::enum_names::connect_outcome_name;
@@ -43,11 +43,6 @@ impl QueryService {
             rules,
             metrics,
         }
-    }
-
-    fn evaluate(&self, now: i64) -> rules::Evaluation {
-        let fleet = self.fleet.read();
-        rules::evaluate(&fleet.connectors, now, &self.rules)
     }
 }
 
@@ -132,23 +127,78 @@ fn connector_summary(c: &ConnectorEval, fleet: &crate::fleet::Fleet) -> w::Conne
     }
 }
 
+fn listing<'a>(
+    connectors: impl Iterator<Item = &'a ConnectorEval>,
+    fleet: &crate::fleet::Fleet,
+) -> Vec<w::ConnectorSummary> {
+    connectors.map(|c| connector_summary(c, fleet)).collect()
+}
+
+fn group_detail(
+    name: &str,
+    fleet: &crate::fleet::Fleet,
+    r: &Rollup,
+    rules: &RulesConfig,
+) -> Option<w::GroupDetail> {
+    let group = r.group(name)?;
+    let members: Vec<&ConnectorEval> = r.members(name).collect();
+    let pairs: Vec<(&str, &crate::store::StoredConnector)> = members
+        .iter()
+        .filter(|m| m.active)
+        .filter_map(|m| fleet.connectors.get(&m.id).map(|e| (m.id.as_str(), e)))
+        .collect();
+    let endpoints: Vec<String> = rules::reachability(&pairs).into_keys().collect();
+    let reachability = pairs
+        .iter()
+        .map(|(id, entry)| w::ReachabilityRow {
+            connector: id.to_string(),
+            outcomes: endpoints
+                .iter()
+                .map(|name| {
+                    entry
+                        .latest
+                        .as_ref()
+                        .and_then(|r| r.endpoints.iter().find(|e| e.required && &e.name == name))
+                        .map(|e| connect_outcome_name(e.outcome))
+                        .unwrap_or_default()
+                })
+                .collect(),
+        })
+        .collect();
+    Some(w::GroupDetail {
+        summary: Some(group_summary(group, rules)),
+        members: members
+            .iter()
+            .map(|c| connector_summary(c, fleet))
+            .collect(),
+        findings: group.findings.iter().map(finding).collect(),
+        endpoints,
+        reachability,
+    })
+}
+
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn status(
         &self,
-        _request: Request<w::StatusRequest>,
+        request: Request<w::StatusRequest>,
     ) -> Result<Response<w::StatusResponse>, Status> {
+        let limit = request.into_inner().max_findings as usize;
         let now = now_ms();
-        let eval = self.evaluate(now);
+        let (groups, (findings, counts)) = self.fleet.evaluated(now, &self.rules, |_, r| {
+            let groups: Vec<w::GroupSummary> =
+                r.groups().map(|g| group_summary(g, &self.rules)).collect();
+            (groups, r.top_findings(limit))
+        });
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(w::StatusResponse {
-            groups: eval
-                .groups
-                .iter()
-                .map(|g| group_summary(g, &self.rules))
-                .collect(),
-            findings: eval.all_findings().iter().map(finding).collect(),
+            groups,
+            findings: findings.iter().map(finding).collect(),
             generated_at_ms: now,
             ingest_problem: self.metrics.ingest_problem().unwrap_or_default(),
+            findings_total: count(counts.total),
+            critical_total: count(counts.critical),
+            warning_total: count(counts.warning),
         }))
     }
 
@@ -169,22 +219,21 @@ impl Query for QueryService {
                 ))
             })?)
         };
-        let now = now_ms();
-        let fleet = self.fleet.read();
-        let eval = rules::evaluate(&fleet.connectors, now, &self.rules);
-        if !group.is_empty() && !eval.groups.iter().any(|g| g.name == group) {
-            return Err(Status::not_found(format!(
-                "no group `{group}`: run `connwatch-aggregator status` to list the groups"
-            )));
-        }
-        let connectors = eval
-            .connectors
-            .iter()
-            .filter(|c| group.is_empty() || c.group == group)
-            .filter(|c| !req.unhealthy || !c.active || c.health != Health::Healthy)
-            .filter(|c| code.is_none_or(|code| c.findings.iter().any(|f| f.code == code)))
-            .map(|c| connector_summary(c, &fleet))
-            .collect();
+        let keep = |c: &&ConnectorEval| {
+            (!req.unhealthy || !c.active || c.health != Health::Healthy)
+                && code.is_none_or(|code| c.findings.iter().any(|f| f.code == code))
+        };
+        let connectors = self.fleet.evaluated(now_ms(), &self.rules, |fleet, r| {
+            if group.is_empty() {
+                return Ok(listing(r.connectors().filter(keep), fleet));
+            }
+            if r.group(&group).is_none() {
+                return Err(Status::not_found(format!(
+                    "no group `{group}`: run `connwatch-aggregator status` to list the groups"
+                )));
+            }
+            Ok(listing(r.members(&group).filter(keep), fleet))
+        })?;
         Ok(Response::new(w::ListConnectorsResponse { connectors }))
     }
 
@@ -194,21 +243,31 @@ impl Query for QueryService {
     ) -> Result<Response<w::ConnectorDetail>, Status> {
         let id = request.into_inner().id;
         let now = now_ms();
-        let fleet = self.fleet.read();
-        let Some(entry) = fleet.connectors.get(&id) else {
+        let detail = self.fleet.evaluated(now, &self.rules, |fleet, r| {
+            let entry = fleet.connectors.get(&id)?;
+            // A retired connector has left the rollup; it is still worth a look.
+            let retired;
+            let eval = match r.connector(&id) {
+                Some(eval) => eval,
+                None => {
+                    let ctx = r.context(&entry.group);
+                    retired = rules::evaluate_connector(&id, entry, now, &self.rules, &ctx);
+                    &retired
+                }
+            };
+            Some(w::ConnectorDetail {
+                summary: Some(connector_summary(eval, fleet)),
+                latest: entry.latest.clone(),
+                findings: eval.findings.iter().map(finding).collect(),
+                clock_offset_ms: entry.clock_offset_ms,
+            })
+        });
+        let Some(detail) = detail else {
             return Err(Status::not_found(format!(
                 "no connector `{id}`: run `connwatch-aggregator connectors` to list them"
             )));
         };
-        let contexts = rules::group_contexts(&fleet.connectors, now, &self.rules);
-        let ctx = contexts.get(&entry.group).cloned().unwrap_or_default();
-        let eval = rules::evaluate_connector(&id, entry, now, &self.rules, &ctx);
-        Ok(Response::new(w::ConnectorDetail {
-            summary: Some(connector_summary(&eval, &fleet)),
-            latest: entry.latest.clone(),
-            findings: eval.findings.iter().map(finding).collect(),
-            clock_offset_ms: entry.clock_offset_ms,
-        }))
+        Ok(Response::new(detail))
     }
 
     async fn history(
@@ -277,51 +336,14 @@ impl Query for QueryService {
         request: Request<w::GetGroupRequest>,
     ) -> Result<Response<w::GroupDetail>, Status> {
         let name = request.into_inner().name;
-        let now = now_ms();
-        let fleet = self.fleet.read();
-        let eval = rules::evaluate(&fleet.connectors, now, &self.rules);
-        let Some(group) = eval.groups.iter().find(|g| g.name == name) else {
-            return Err(Status::not_found(format!(
+        let detail = self.fleet.evaluated(now_ms(), &self.rules, |fleet, r| {
+            group_detail(&name, fleet, r, &self.rules)
+        });
+        detail.map(Response::new).ok_or_else(|| {
+            Status::not_found(format!(
                 "no group `{name}`: run `connwatch-aggregator groups` to list them"
-            )));
-        };
-        let members: Vec<&ConnectorEval> =
-            eval.connectors.iter().filter(|c| c.group == name).collect();
-        let pairs: Vec<(&str, &crate::store::StoredConnector)> = members
-            .iter()
-            .filter(|m| m.active)
-            .filter_map(|m| fleet.connectors.get(&m.id).map(|e| (m.id.as_str(), e)))
-            .collect();
-        let endpoints: Vec<String> = rules::reachability(&pairs).into_keys().collect();
-        let reachability = pairs
-            .iter()
-            .map(|(id, entry)| w::ReachabilityRow {
-                connector: id.to_string(),
-                outcomes: endpoints
-                    .iter()
-                    .map(|name| {
-                        entry
-                            .latest
-                            .as_ref()
-                            .and_then(|r| {
-                                r.endpoints.iter().find(|e| e.required && &e.name == name)
-                            })
-                            .map(|e| connect_outcome_name(e.outcome))
-                            .unwrap_or_default()
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(w::GroupDetail {
-            summary: Some(group_summary(group, &self.rules)),
-            members: members
-                .iter()
-                .map(|c| connector_summary(c, &fleet))
-                .collect(),
-            findings: group.findings.iter().map(finding).collect(),
-            endpoints,
-            reachability,
-        }))
+            ))
+        })
     }
 
     async fn list_certs(
@@ -381,9 +403,10 @@ impl Query for QueryService {
             })?)
         };
         let min = severity_from_wire(req.min_severity);
-        let eval = self.evaluate(now_ms());
-        let findings = eval
-            .all_findings()
+        let (all, _) = self
+            .fleet
+            .evaluated(now_ms(), &self.rules, |_, r| r.top_findings(0));
+        let findings = all
             .iter()
             .filter(|f| code.is_none_or(|c| f.code == c))
             .filter(|f| min.is_none_or(|m| f.severity >= m))

@@ -76,12 +76,15 @@ impl Evaluation {
 }
 
 fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.code.cmp(&b.code))
-            .then(a.subject.cmp(&b.subject))
-    });
+    findings.sort_by(finding_order);
+}
+
+/// The order findings are listed in: most severe first, then by code and subject.
+pub fn finding_order(a: &Finding, b: &Finding) -> std::cmp::Ordering {
+    b.severity
+        .cmp(&a.severity)
+        .then(a.code.cmp(&b.code))
+        .then(a.subject.cmp(&b.subject))
 }
 
 /// Whether a connector is retired: inactive for `retire_after`.
@@ -105,7 +108,8 @@ pub struct GroupContext {
     pub newest_version: Option<Version>,
 }
 
-fn connector_version(entry: &StoredConnector) -> Option<Version> {
+/// The connector version its latest report gives, when it parses.
+pub fn connector_version(entry: &StoredConnector) -> Option<Version> {
     entry
         .latest
         .as_ref()
@@ -240,6 +244,58 @@ pub fn evaluate_connector(
         active,
         health: Health::from_severities(findings.iter().map(|f| f.severity)),
         findings,
+    }
+}
+
+/// The earliest time after `now_ms` at which [`evaluate_connector`] could answer
+/// differently for the same entry and group context: the connector going inactive or
+/// retiring, a trust certificate entering a window or expiring, or the text of a
+/// time-counting finding ("no report for 5m", "expires in 3d2h", a day count) moving
+/// on. Earlier is always safe; the rollup re-evaluates a connector once this passes.
+pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i64 {
+    let t = cfg.for_group(&entry.group);
+    let mut next = i64::MAX;
+    let mut after = |at: i64| {
+        if at > now_ms {
+            next = next.min(at);
+        }
+    };
+    let inactive_from = entry.last_seen_ms.saturating_add(ms(t.inactive_after)) + 1;
+    after(inactive_from);
+    after(entry.last_seen_ms.saturating_add(ms(cfg.retire_after)) + 1);
+    if now_ms >= inactive_from {
+        let silent = now_ms - entry.last_seen_ms;
+        after(now_ms + text_unit(silent) - silent.rem_euclid(text_unit(silent)));
+    }
+    let certs = entry.latest.iter().flat_map(|r| r.trust_certs.iter());
+    for c in certs.filter(|c| c.found && c.thumbprint_matched) {
+        let warning_from = c.not_after_ms.saturating_sub(ms(t.cert_warning));
+        after(warning_from);
+        after(c.not_after_ms.saturating_sub(ms(t.cert_critical)));
+        after(c.not_after_ms);
+        let left = c.not_after_ms - now_ms;
+        let unit = text_unit(left);
+        if now_ms >= warning_from {
+            // The time left shrinks: the day count (floored) and the text of a time
+            // left turn just below a multiple of the unit.
+            after(now_ms + left.rem_euclid(unit) + 1);
+        }
+        if left <= 0 {
+            // The time since expiry grows: its text turns at the next multiple.
+            after(now_ms + unit - (-left).rem_euclid(unit));
+        }
+    }
+    next
+}
+
+/// The unit in which `compact_ms` prints a span this long. Units nest (1 s, 1 min,
+/// 1 h, and days are whole hours), so text of any unit, and a day count, can only
+/// change where the span crosses a multiple of it.
+fn text_unit(span_ms: i64) -> i64 {
+    match span_ms.unsigned_abs() {
+        0..60_000 => 1_000,
+        60_000..3_600_000 => 60_000,
+        _ => 3_600_000,
     }
 }
 

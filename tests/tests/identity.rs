@@ -41,7 +41,7 @@ async fn roles_are_enforced_both_ways() {
         .await
         .expect("TLS accepts a valid collector");
     let err = q
-        .status(StatusRequest {})
+        .status(StatusRequest::default())
         .await
         .expect_err("collector cannot query");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);

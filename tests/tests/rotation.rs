@@ -81,7 +81,7 @@ async fn the_aggregator_reloads_its_ca_and_server_certificate_on_sighup() {
         let agg = &agg;
         async move {
             match query_client(agg, &tls).await {
-                Ok(mut q) => q.status(StatusRequest {}).await.is_ok(),
+                Ok(mut q) => q.status(StatusRequest::default()).await.is_ok(),
                 Err(_) => false,
             }
         }

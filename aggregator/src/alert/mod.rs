@@ -305,15 +305,12 @@ async fn run(
 async fn evaluate(
     hub: &Hub,
     fleet: &SharedFleet,
-    rules: &RulesConfig,
+    rules: &Arc<RulesConfig>,
     cfg: &AlertConfig,
     sinks: &Sinks,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    let eval = {
-        let fleet = fleet.read();
-        crate::rules::evaluate(&fleet.connectors, now, rules)
-    };
+    let eval = fleet.evaluated(now, rules, |_, r| r.to_evaluation());
     let mut conditions = Vec::new();
     for c in &eval.connectors {
         conditions.extend(c.findings.iter().map(|f| Condition {

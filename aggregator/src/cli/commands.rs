@@ -25,9 +25,10 @@ pub enum QueryCommand {
         connect: Connect,
         #[command(flatten)]
         out: Output,
-        /// How many findings to list (the most urgent first).
+        /// How many findings to list, the most urgent first (also with --json); 0
+        /// lists them all. `findings` lists and filters every one.
         #[arg(long, default_value_t = 20)]
-        top: usize,
+        top: u32,
     },
     /// Every group: active/total, healthy, health and worst finding.
     Groups {
@@ -152,7 +153,7 @@ impl QueryCommand {
                 let s = connect
                     .client()
                     .await?
-                    .status(w::StatusRequest {})
+                    .status(w::StatusRequest { max_findings: top })
                     .await
                     .map_err(explain)?;
                 let s = s.into_inner();
@@ -165,12 +166,13 @@ impl QueryCommand {
                     print!(
                         "{}\n{}",
                         table::groups(&s.groups, colour),
-                        table::findings(&s.findings[..s.findings.len().min(top)], colour)
+                        table::findings(&s.findings, colour)
                     );
-                    if s.findings.len() > top {
+                    let listed = u32::try_from(s.findings.len()).unwrap_or(u32::MAX);
+                    if s.findings_total > listed {
                         println!(
                             "… {} more: `connwatch-aggregator findings`",
-                            s.findings.len() - top
+                            s.findings_total - listed
                         );
                     }
                 }
@@ -179,7 +181,7 @@ impl QueryCommand {
                 let s = connect
                     .client()
                     .await?
-                    .status(w::StatusRequest {})
+                    .status(w::StatusRequest { max_findings: 1 })
                     .await
                     .map_err(explain)?;
                 let groups = s.into_inner().groups;
@@ -296,11 +298,11 @@ impl QueryCommand {
                 let s = connect
                     .client()
                     .await?
-                    .status(w::StatusRequest {})
+                    .status(w::StatusRequest { max_findings: 1 })
                     .await
                     .map_err(explain)?;
                 let s = s.into_inner();
-                let mut verdict = Verdict::of(&s.findings);
+                let mut verdict = Verdict::of(&s);
                 if !s.ingest_problem.is_empty() {
                     verdict.status = "critical";
                     verdict.worst = Some(format!("ingest stopped: {}", s.ingest_problem));
@@ -331,18 +333,18 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// Judges a fleet by its findings (most severe first, as `Status` returns them).
-    pub fn of(findings: &[w::Finding]) -> Verdict {
-        let count = |s: w::Severity| findings.iter().filter(|f| f.severity == s as i32).count();
-        let critical = count(w::Severity::Critical);
-        let warning = count(w::Severity::Warning);
+    /// Judges a fleet by its finding counts and its most urgent finding.
+    pub fn of(fleet: &w::StatusResponse) -> Verdict {
+        let critical = fleet.critical_total as usize;
+        let warning = fleet.warning_total as usize;
         let status = match (critical, warning) {
             (0, 0) => "ok",
             (0, _) => "warning",
             _ => "critical",
         };
         // `Status` lists findings most severe first, so the first one is the worst.
-        let worst = findings
+        let worst = fleet
+            .findings
             .iter()
             .find(|f| f.severity >= w::Severity::Warning as i32)
             .map(|f| format!("{} on {}", f.code, f.subject));
@@ -389,21 +391,47 @@ mod tests {
         }
     }
 
+    /// A status listing these findings, counted as the server counts them.
+    fn of(findings: &[w::Finding]) -> Verdict {
+        let count = |s: w::Severity| {
+            let n = findings.iter().filter(|f| f.severity == s as i32).count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        Verdict::of(&w::StatusResponse {
+            findings: findings.to_vec(),
+            critical_total: count(w::Severity::Critical),
+            warning_total: count(w::Severity::Warning),
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn check_exit_codes_follow_the_worst_severity() {
-        assert_eq!(Verdict::of(&[]).exit_code(), 0);
+        assert_eq!(of(&[]).exit_code(), 0);
         assert_eq!(
-            Verdict::of(&[f("group-mixed-versions", w::Severity::Info)]).exit_code(),
+            of(&[f("group-mixed-versions", w::Severity::Info)]).exit_code(),
             0
         );
-        let warn = Verdict::of(&[f("inactive", w::Severity::Warning)]);
+        let warn = of(&[f("inactive", w::Severity::Warning)]);
         assert_eq!((warn.exit_code(), warn.status), (1, "warning"));
-        let crit = Verdict::of(&[
+        let crit = of(&[
             f("group-down", w::Severity::Critical),
             f("inactive", w::Severity::Warning),
         ]);
         assert_eq!(crit.exit_code(), 2);
         assert_eq!(crit.worst.as_deref(), Some("group-down on x"));
         assert!(crit.line().starts_with("CRITICAL: 1 critical, 1 warning"));
+    }
+
+    #[test]
+    fn check_counts_findings_beyond_the_listed_one() {
+        let v = Verdict::of(&w::StatusResponse {
+            findings: vec![f("group-down", w::Severity::Critical)],
+            findings_total: 40,
+            critical_total: 3,
+            warning_total: 30,
+            ..Default::default()
+        });
+        assert_eq!((v.critical, v.warning, v.exit_code()), (3, 30, 2));
     }
 }

@@ -311,10 +311,7 @@ async fn commit(
             return Err(e.to_string());
         }
         metrics.set_ingest_problem(None);
-        let mut fleet = fleet.write();
-        for (id, entry) in overlay {
-            fleet.connectors.insert(id, entry);
-        }
+        fleet.upsert(overlay);
     }
     for outcome in &outcomes {
         match outcome {

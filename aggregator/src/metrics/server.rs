@@ -34,11 +34,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 fn respond(src: &Sources, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let text = {
-                let fleet = src.fleet.read();
-                let eval = crate::rules::evaluate(&fleet.connectors, now_ms(), &src.rules);
-                exposition::render(&src.metrics, &eval, &fleet, src.store.size_on_disk())
-            };
+            let size = src.store.size_on_disk();
+            let text = src.fleet.evaluated(now_ms(), &src.rules, |fleet, r| {
+                exposition::render(&src.metrics, &r.to_evaluation(), fleet, size)
+            });
             (StatusCode::OK, text)
         }
         (_, "/metrics") => (

@@ -1,0 +1,292 @@
+//! The fleet's evaluation, kept up to date rather than recomputed for every question.
+//!
+//! Evaluating every rule for every connector costs about a second per 100,000
+//! connectors, far too much to do per query. Yet a connector's findings change only
+//! when its entry changes (the writer marks it), when its group's context changes (a
+//! newer version appears among the active members), or when the clock crosses one of
+//! the times [`rules::valid_until`] names. The rollup re-evaluates exactly those
+//! connectors, and the groups they belong to, and answers everything else from what it
+//! kept. [`rules::evaluate`] stays the reference: a test checks that both agree.
+
+use crate::config::RulesConfig;
+use crate::fleet::Fleet;
+use crate::rules::{self, ConnectorEval, Evaluation, GroupContext, GroupEval};
+use crate::store::StoredConnector;
+use crate::version::Version;
+use connwatch_shared::finding::{Finding, Severity};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+/// A connector's kept evaluation.
+#[derive(Debug)]
+struct Slot {
+    eval: ConnectorEval,
+    valid_until: i64,
+}
+
+/// What a group's context needs of a member.
+#[derive(Debug)]
+struct Member {
+    version: Option<Version>,
+    /// The last moment it counts as active.
+    active_until: i64,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    members: BTreeMap<String, Member>,
+    ctx: GroupContext,
+    eval: Option<GroupEval>,
+}
+
+/// How many findings there are of each severity.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FindingCounts {
+    /// Every finding.
+    pub total: usize,
+    /// Critical ones.
+    pub critical: usize,
+    /// Warnings.
+    pub warning: usize,
+}
+
+/// The kept evaluation of the live (not retired) fleet.
+#[derive(Debug, Default)]
+pub struct Rollup {
+    /// The thresholds it was built with; other thresholds start it afresh.
+    rules: Option<Arc<RulesConfig>>,
+    slots: BTreeMap<String, Slot>,
+    /// (valid until, connector) of every slot that will need another look.
+    expiry: BTreeSet<(i64, String)>,
+    /// Connectors whose entries changed since the last refresh.
+    dirty: HashSet<String>,
+    groups: BTreeMap<String, GroupState>,
+}
+
+impl Rollup {
+    /// Notes that a connector's entry changed (after it changed in the fleet).
+    pub fn mark(&mut self, id: &str) {
+        self.dirty.insert(id.to_string());
+    }
+
+    /// Forgets everything: the next refresh rebuilds from the fleet.
+    pub fn reset(&mut self) {
+        *self = Rollup::default();
+    }
+
+    /// Brings the evaluation up to `now_ms`.
+    pub fn refresh(&mut self, fleet: &Fleet, now_ms: i64, cfg: &Arc<RulesConfig>) {
+        let rebuild = !self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, cfg));
+        if rebuild {
+            *self = Rollup {
+                rules: Some(cfg.clone()),
+                dirty: fleet.connectors.keys().cloned().collect(),
+                groups: cfg
+                    .groups
+                    .iter()
+                    .map(|g| (g.name.clone(), GroupState::default()))
+                    .collect(),
+                ..Rollup::default()
+            };
+        }
+        let mut due: BTreeSet<String> = self.dirty.drain().collect();
+        while let Some((at, _)) = self.expiry.first() {
+            if *at > now_ms {
+                break;
+            }
+            if let Some((_, id)) = self.expiry.pop_first() {
+                due.insert(id);
+            }
+        }
+        if due.is_empty() && !rebuild {
+            return;
+        }
+        let mut touched = self.update_members(&due, fleet, now_ms, cfg);
+        if rebuild {
+            // Declared groups are listed even before any member reports.
+            touched.extend(cfg.groups.iter().map(|g| g.name.clone()));
+        }
+        for name in &touched {
+            let Some(g) = self.groups.get_mut(name) else {
+                continue;
+            };
+            let ctx = GroupContext {
+                newest_version: g
+                    .members
+                    .values()
+                    .filter(|m| now_ms <= m.active_until)
+                    .filter_map(|m| m.version.as_ref())
+                    .max()
+                    .cloned(),
+            };
+            if ctx != g.ctx {
+                g.ctx = ctx;
+                due.extend(g.members.keys().cloned());
+            }
+        }
+        for id in &due {
+            self.evaluate(id, fleet, now_ms, cfg);
+        }
+        for name in &touched {
+            self.evaluate_group(name, fleet, now_ms, cfg);
+        }
+    }
+
+    /// Moves the due connectors into the groups they now belong to (or out, once
+    /// retired or gone); returns every group that gained or lost or changed a member.
+    fn update_members(
+        &mut self,
+        due: &BTreeSet<String>,
+        fleet: &Fleet,
+        now_ms: i64,
+        cfg: &RulesConfig,
+    ) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        for id in due {
+            if let Some(old) = self.slots.get(id) {
+                let group = old.eval.group.clone();
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.members.remove(id);
+                }
+                touched.insert(group);
+            }
+            let Some(entry) = fleet.connectors.get(id) else {
+                continue;
+            };
+            if rules::is_retired(entry, now_ms, cfg) {
+                continue;
+            }
+            let inactive_after = cfg.for_group(&entry.group).inactive_after;
+            let member = Member {
+                version: rules::connector_version(entry),
+                active_until: entry
+                    .last_seen_ms
+                    .saturating_add(i64::try_from(inactive_after.as_millis()).unwrap_or(i64::MAX)),
+            };
+            self.groups
+                .entry(entry.group.clone())
+                .or_default()
+                .members
+                .insert(id.clone(), member);
+            touched.insert(entry.group.clone());
+        }
+        touched
+    }
+
+    fn evaluate(&mut self, id: &str, fleet: &Fleet, now_ms: i64, cfg: &RulesConfig) {
+        if let Some(old) = self.slots.remove(id) {
+            self.expiry.remove(&(old.valid_until, id.to_string()));
+        }
+        let Some(entry) = fleet.connectors.get(id) else {
+            return;
+        };
+        let Some(g) = self.groups.get(&entry.group) else {
+            return;
+        };
+        if !g.members.contains_key(id) {
+            return;
+        }
+        let eval = rules::evaluate_connector(id, entry, now_ms, cfg, &g.ctx);
+        let valid_until = rules::valid_until(entry, now_ms, cfg);
+        if valid_until != i64::MAX {
+            self.expiry.insert((valid_until, id.to_string()));
+        }
+        self.slots
+            .insert(id.to_string(), Slot { eval, valid_until });
+    }
+
+    fn evaluate_group(&mut self, name: &str, fleet: &Fleet, now_ms: i64, cfg: &RulesConfig) {
+        let Some(g) = self.groups.get(name) else {
+            return;
+        };
+        if g.members.is_empty() && !cfg.is_declared(name) {
+            self.groups.remove(name);
+            return;
+        }
+        let members: Vec<(&ConnectorEval, &StoredConnector)> = g
+            .members
+            .keys()
+            .filter_map(|id| Some((&self.slots.get(id)?.eval, fleet.connectors.get(id)?)))
+            .collect();
+        let eval = rules::evaluate_group(name, &members, now_ms, cfg);
+        if let Some(g) = self.groups.get_mut(name) {
+            g.eval = Some(eval);
+        }
+    }
+
+    /// Every group, by name.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupEval> {
+        self.groups.values().filter_map(|g| g.eval.as_ref())
+    }
+
+    /// One group.
+    pub fn group(&self, name: &str) -> Option<&GroupEval> {
+        self.groups.get(name).and_then(|g| g.eval.as_ref())
+    }
+
+    /// Every live connector, by id.
+    pub fn connectors(&self) -> impl Iterator<Item = &ConnectorEval> {
+        self.slots.values().map(|s| &s.eval)
+    }
+
+    /// One live connector.
+    pub fn connector(&self, id: &str) -> Option<&ConnectorEval> {
+        self.slots.get(id).map(|s| &s.eval)
+    }
+
+    /// A group's live members, by id.
+    pub fn members<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a ConnectorEval> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(|g| g.members.keys())
+            .filter_map(|id| self.connector(id))
+    }
+
+    /// The context its group gives a connector's rules.
+    pub fn context(&self, group: &str) -> GroupContext {
+        self.groups
+            .get(group)
+            .map(|g| g.ctx.clone())
+            .unwrap_or_default()
+    }
+
+    /// A copy in the shape [`rules::evaluate`] returns.
+    pub fn to_evaluation(&self) -> Evaluation {
+        Evaluation {
+            connectors: self.connectors().cloned().collect(),
+            groups: self.groups().cloned().collect(),
+        }
+    }
+
+    /// The `limit` most urgent findings of the fleet (all of them for 0), ordered as
+    /// [`Evaluation::all_findings`] orders them, and how many there are in all.
+    pub fn top_findings(&self, limit: usize) -> (Vec<Finding>, FindingCounts) {
+        let mut all: Vec<&Finding> = self
+            .groups()
+            .flat_map(|g| g.findings.iter())
+            .chain(self.connectors().flat_map(|c| c.findings.iter()))
+            .collect();
+        let counts = FindingCounts {
+            total: all.len(),
+            critical: all
+                .iter()
+                .filter(|f| f.severity == Severity::Critical)
+                .count(),
+            warning: all
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .count(),
+        };
+        let order = |a: &&Finding, b: &&Finding| rules::finding_order(a, b);
+        if limit > 0 && limit < all.len() {
+            all.select_nth_unstable_by(limit - 1, order);
+            all.truncate(limit);
+        }
+        all.sort_by(order);
+        (all.into_iter().cloned().collect(), counts)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! The rollup must answer exactly what a full evaluation answers, whatever the order of
+//! reports and the passing of time.
+
+use super::*;
+use crate::config::{GroupConfig, Thresholds};
+use connwatch_shared::finding::{Code, Scope};
+use connwatch_shared::wire::{
+    ConnectOutcome, EndpointCheck, Report, ServiceRole, ServiceState, ServiceStatus,
+    TrustCertificate, VersionInfo,
+};
+use proptest::prelude::*;
+use std::time::Duration;
+
+const START: i64 = 1_800_000_000_000;
+const DAY: i64 = 86_400_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Report {
+        connector: u8,
+        group: u8,
+        version: u8,
+        endpoint_ok: bool,
+        running: bool,
+        cert_in: i64,
+        skew_ms: i64,
+    },
+    Wait(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let report = (
+        0u8..10,
+        0u8..4,
+        0u8..3,
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+        prop_oneof![
+            Just(-2 * DAY),
+            Just(3 * DAY + 1_500),
+            (7 * DAY - 5_000)..(7 * DAY + 5_000),
+            (30 * DAY - 90_000)..(30 * DAY + 90_000),
+            Just(200 * DAY),
+        ],
+        prop_oneof![Just(0i64), Just(400_000)],
+    )
+        .prop_map(
+            |(connector, group, version, endpoint_ok, running, cert_in, skew_ms)| Op::Report {
+                connector,
+                group,
+                version,
+                endpoint_ok,
+                running,
+                cert_in,
+                skew_ms,
+            },
+        );
+    let wait = prop_oneof![
+        Just(1i64),
+        1i64..2_000,
+        Just(59_000),
+        Just(60_000),
+        Just(91_000),
+        1_000i64..4_000_000,
+        Just(DAY),
+        Just(11 * DAY),
+    ]
+    .prop_map(Op::Wait);
+    prop_oneof![3 => report, 2 => wait]
+}
+
+fn entry(op: &Op, now: i64, previous: Option<&StoredConnector>) -> StoredConnector {
+    let Op::Report {
+        group,
+        version,
+        endpoint_ok,
+        running,
+        cert_in,
+        skew_ms,
+        ..
+    } = op
+    else {
+        unreachable!("only reports make entries")
+    };
+    let outcome = if *endpoint_ok {
+        ConnectOutcome::Ok
+    } else {
+        ConnectOutcome::Refused
+    };
+    let state = if *running {
+        ServiceState::Running
+    } else {
+        ServiceState::Stopped
+    };
+    let report = Report {
+        collected_at_ms: now - skew_ms,
+        group: format!("g{group}"),
+        services: vec![ServiceStatus {
+            name: "WAPCSvc".into(),
+            role: ServiceRole::Connector as i32,
+            state: state as i32,
+            ..Default::default()
+        }],
+        trust_certs: vec![TrustCertificate {
+            source: "trust.pem".into(),
+            issuer: "CN=connectorregistrationca.msappproxy.net".into(),
+            found: true,
+            thumbprint_matched: true,
+            not_after_ms: now + cert_in,
+            ..Default::default()
+        }],
+        endpoints: vec![EndpointCheck {
+            name: "svc".into(),
+            address: "a:443".into(),
+            required: true,
+            outcome: outcome as i32,
+            ..Default::default()
+        }],
+        version: Some(VersionInfo {
+            connector_version: format!("1.5.{version}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    StoredConnector {
+        group: report.group.clone(),
+        first_seen_ms: previous.map_or(now, |p| p.first_seen_ms),
+        last_seen_ms: now,
+        epoch: 1,
+        last_seq: previous.map_or(1, |p| p.last_seq + 1),
+        latest: Some(report),
+        clock_offset_ms: *skew_ms,
+        recent_offsets_ms: vec![*skew_ms],
+    }
+}
+
+/// Findings whose time of observation is the time of evaluation cannot match to the
+/// millisecond between a kept and a fresh evaluation; everything else must.
+fn normalised(mut eval: Evaluation) -> String {
+    let clear = |f: &mut Finding| {
+        if f.code == Code::Inactive || f.scope == Scope::Group {
+            f.observed_at_ms = 0;
+        }
+    };
+    for c in &mut eval.connectors {
+        c.findings.iter_mut().for_each(clear);
+    }
+    for g in &mut eval.groups {
+        g.findings.iter_mut().for_each(clear);
+    }
+    format!("{eval:#?}")
+}
+
+fn configs() -> Vec<Arc<RulesConfig>> {
+    let mut declared = RulesConfig {
+        retire_after: Duration::from_secs(5 * 86_400),
+        ..RulesConfig::default()
+    };
+    declared.groups = vec![
+        GroupConfig {
+            name: "g0".into(),
+            thresholds: Thresholds {
+                inactive_after: Duration::from_secs(30),
+                cert_warning: Duration::from_secs(10 * 86_400),
+                min_healthy: 1,
+                ..Thresholds::default()
+            },
+        },
+        GroupConfig {
+            name: "empty".into(),
+            thresholds: Thresholds::default(),
+        },
+    ];
+    vec![Arc::new(RulesConfig::default()), Arc::new(declared)]
+}
+
+fn run(ops: &[Op], cfg: &Arc<RulesConfig>) -> Result<(), TestCaseError> {
+    let mut fleet = Fleet::default();
+    let mut rollup = Rollup::default();
+    let mut now = START;
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Wait(ms) => now += ms,
+            Op::Report { connector, .. } => {
+                let id = format!("c{connector}");
+                let e = entry(op, now, fleet.connectors.get(&id));
+                fleet.connectors.insert(id.clone(), e);
+                rollup.mark(&id);
+            }
+        }
+        rollup.refresh(&fleet, now, cfg);
+        let kept = normalised(rollup.to_evaluation());
+        let fresh = normalised(rules::evaluate(&fleet.connectors, now, cfg));
+        if kept != fresh {
+            let first = kept
+                .lines()
+                .zip(fresh.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            let around = |s: &str| {
+                s.lines()
+                    .skip(first.saturating_sub(12))
+                    .take(16)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            return Err(TestCaseError::fail(format!(
+                "after step {step} ({op:?}) at +{} ms the kept evaluation differs at line {first}:\nkept:\n{}\nfresh:\n{}",
+                now - START,
+                around(&kept),
+                around(&fresh)
+            )));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn kept_evaluation_matches_a_full_one(ops in prop::collection::vec(op(), 1..60)) {
+        for cfg in configs() {
+            run(&ops, &cfg)?;
+        }
+    }
+}
+
+#[test]
+fn time_alone_turns_a_connector_inactive_and_then_retires_it() {
+    let cfg = Arc::new(RulesConfig::default());
+    let report = Op::Report {
+        connector: 0,
+        group: 0,
+        version: 0,
+        endpoint_ok: true,
+        running: true,
+        cert_in: 200 * DAY,
+        skew_ms: 0,
+    };
+    let mut fleet = Fleet::default();
+    fleet
+        .connectors
+        .insert("c0".into(), entry(&report, START, None));
+    let mut rollup = Rollup::default();
+    rollup.refresh(&fleet, START, &cfg);
+    assert!(rollup.connector("c0").is_some_and(|c| c.active));
+    rollup.refresh(&fleet, START + 90_000, &cfg);
+    assert!(rollup.connector("c0").is_some_and(|c| c.active));
+    rollup.refresh(&fleet, START + 90_001, &cfg);
+    let c = rollup.connector("c0").expect("still live");
+    assert!(!c.active);
+    assert_eq!(c.findings[0].summary, "no report for 1m");
+    rollup.refresh(&fleet, START + 10 * DAY + 1, &cfg);
+    assert!(rollup.connector("c0").is_none());
+    assert_eq!(rollup.groups().count(), 0);
+}
+
+#[test]
+fn top_findings_are_the_most_urgent_and_counted_in_full() {
+    let cfg = Arc::new(RulesConfig::default());
+    let mut fleet = Fleet::default();
+    for (i, running) in [true, false, true, false, true].into_iter().enumerate() {
+        let report = Op::Report {
+            connector: 0,
+            group: 0,
+            version: 0,
+            endpoint_ok: i != 2,
+            running,
+            cert_in: 200 * DAY,
+            skew_ms: 0,
+        };
+        fleet
+            .connectors
+            .insert(format!("c{i}"), entry(&report, START, None));
+    }
+    let mut rollup = Rollup::default();
+    rollup.refresh(&fleet, START, &cfg);
+    let (all, counts) = rollup.top_findings(0);
+    let (top, same) = rollup.top_findings(3);
+    assert_eq!(counts, same);
+    assert_eq!(counts.total, all.len());
+    // Two stopped services and one refused endpoint; the split reachability warns.
+    assert_eq!((counts.critical, counts.warning), (3, 1), "{all:#?}");
+    assert_eq!(top, all[..3].to_vec());
+    assert!(top.iter().all(|f| f.severity == Severity::Critical));
+    assert_eq!(all[3].code, Code::GroupSplitReachability);
+}
