@@ -147,7 +147,10 @@ fn group_detail(
         .filter(|m| m.active)
         .filter_map(|m| fleet.connectors.get(&m.id).map(|e| (m.id.as_str(), e)))
         .collect();
-    let endpoints: Vec<String> = rules::reachability(&pairs).into_keys().collect();
+    let endpoints: Vec<String> = rules::reachability(&pairs)
+        .into_keys()
+        .map(str::to_string)
+        .collect();
     let reachability = pairs
         .iter()
         .map(|(id, entry)| w::ReachabilityRow {

@@ -10,10 +10,12 @@
 
 use crate::config::RulesConfig;
 use crate::fleet::Fleet;
-use crate::rules::{self, ConnectorEval, Evaluation, GroupContext, GroupEval};
-use crate::store::StoredConnector;
+use crate::rules::{
+    self, ConnectorEval, Contribution, Evaluation, GroupContext, GroupEval, GroupFacts,
+};
 use crate::version::Version;
-use connwatch_shared::finding::{Finding, Severity};
+use connwatch_shared::finding::{Code, Finding, Severity};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -24,20 +26,30 @@ struct Slot {
     valid_until: i64,
 }
 
-/// What a group's context needs of a member.
+/// What a group needs of a member.
 #[derive(Debug)]
 struct Member {
     version: Option<Version>,
     /// The last moment it counts as active.
     active_until: i64,
+    /// What it added to the group's facts, once evaluated.
+    contribution: Option<Contribution>,
 }
 
 #[derive(Debug, Default)]
 struct GroupState {
     members: BTreeMap<String, Member>,
     ctx: GroupContext,
+    facts: GroupFacts,
     eval: Option<GroupEval>,
 }
+
+/// Where a finding sorts among all of the fleet's, and where it is kept: the order of
+/// [`Evaluation::all_findings`] (severity, code, subject), then group findings before
+/// connector ones, then its place in its list.
+type UrgencyKey = (Reverse<Severity>, Code, String, u8, usize);
+const GROUP: u8 = 0;
+const CONNECTOR: u8 = 1;
 
 /// How many findings there are of each severity.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +73,9 @@ pub struct Rollup {
     /// Connectors whose entries changed since the last refresh.
     dirty: HashSet<String>,
     groups: BTreeMap<String, GroupState>,
+    /// Every kept finding, most urgent first.
+    urgency: BTreeSet<UrgencyKey>,
+    counts: FindingCounts,
 }
 
 impl Rollup {
@@ -128,7 +143,7 @@ impl Rollup {
             self.evaluate(id, fleet, now_ms, cfg);
         }
         for name in &touched {
-            self.evaluate_group(name, fleet, now_ms, cfg);
+            self.evaluate_group(name, now_ms, cfg);
         }
     }
 
@@ -145,8 +160,11 @@ impl Rollup {
         for id in due {
             if let Some(old) = self.slots.get(id) {
                 let group = old.eval.group.clone();
-                if let Some(g) = self.groups.get_mut(&group) {
-                    g.members.remove(id);
+                if let Some(g) = self.groups.get_mut(&group)
+                    && let Some(m) = g.members.remove(id)
+                    && let Some(c) = m.contribution
+                {
+                    g.facts.remove(id, &c);
                 }
                 touched.insert(group);
             }
@@ -158,6 +176,7 @@ impl Rollup {
             }
             let inactive_after = cfg.for_group(&entry.group).inactive_after;
             let member = Member {
+                contribution: None,
                 version: rules::connector_version(entry),
                 active_until: entry
                     .last_seen_ms
@@ -176,41 +195,73 @@ impl Rollup {
     fn evaluate(&mut self, id: &str, fleet: &Fleet, now_ms: i64, cfg: &RulesConfig) {
         if let Some(old) = self.slots.remove(id) {
             self.expiry.remove(&(old.valid_until, id.to_string()));
+            self.index(&old.eval.findings, CONNECTOR, false);
         }
         let Some(entry) = fleet.connectors.get(id) else {
             return;
         };
-        let Some(g) = self.groups.get(&entry.group) else {
+        let Some(g) = self.groups.get_mut(&entry.group) else {
             return;
         };
-        if !g.members.contains_key(id) {
+        let Some(member) = g.members.get_mut(id) else {
             return;
-        }
+        };
         let eval = rules::evaluate_connector(id, entry, now_ms, cfg, &g.ctx);
+        let contribution = rules::contribution(&eval, entry);
+        if let Some(old) = member.contribution.take() {
+            g.facts.remove(id, &old);
+        }
+        g.facts.add(id, &contribution);
+        member.contribution = Some(contribution);
         let valid_until = rules::valid_until(entry, now_ms, cfg);
         if valid_until != i64::MAX {
             self.expiry.insert((valid_until, id.to_string()));
         }
+        self.index(&eval.findings, CONNECTOR, true);
         self.slots
             .insert(id.to_string(), Slot { eval, valid_until });
     }
 
-    fn evaluate_group(&mut self, name: &str, fleet: &Fleet, now_ms: i64, cfg: &RulesConfig) {
-        let Some(g) = self.groups.get(name) else {
+    fn evaluate_group(&mut self, name: &str, now_ms: i64, cfg: &RulesConfig) {
+        let Some(g) = self.groups.get_mut(name) else {
             return;
         };
-        if g.members.is_empty() && !cfg.is_declared(name) {
-            self.groups.remove(name);
-            return;
+        let old = g.eval.take();
+        let eval = (!g.members.is_empty() || cfg.is_declared(name))
+            .then(|| rules::evaluate_group_facts(name, &g.facts, now_ms, cfg));
+        match &eval {
+            Some(eval) => g.eval = Some(eval.clone()),
+            None => {
+                self.groups.remove(name);
+            }
         }
-        let members: Vec<(&ConnectorEval, &StoredConnector)> = g
-            .members
-            .keys()
-            .filter_map(|id| Some((&self.slots.get(id)?.eval, fleet.connectors.get(id)?)))
-            .collect();
-        let eval = rules::evaluate_group(name, &members, now_ms, cfg);
-        if let Some(g) = self.groups.get_mut(name) {
-            g.eval = Some(eval);
+        if let Some(old) = old {
+            self.index(&old.findings, GROUP, false);
+        }
+        if let Some(eval) = eval {
+            self.index(&eval.findings, GROUP, true);
+        }
+    }
+
+    /// Adds findings to (or takes them from) the urgency index and the counts.
+    fn index(&mut self, findings: &[Finding], scope: u8, add: bool) {
+        for (i, f) in findings.iter().enumerate() {
+            let key = (Reverse(f.severity), f.code, f.subject.clone(), scope, i);
+            let changed = if add {
+                self.urgency.insert(key)
+            } else {
+                self.urgency.remove(&key)
+            };
+            if !changed {
+                continue;
+            }
+            let n = |v: &mut usize| *v = if add { *v + 1 } else { v.saturating_sub(1) };
+            n(&mut self.counts.total);
+            match f.severity {
+                Severity::Critical => n(&mut self.counts.critical),
+                Severity::Warning => n(&mut self.counts.warning),
+                Severity::Info => {}
+            }
         }
     }
 
@@ -262,29 +313,21 @@ impl Rollup {
     /// The `limit` most urgent findings of the fleet (all of them for 0), ordered as
     /// [`Evaluation::all_findings`] orders them, and how many there are in all.
     pub fn top_findings(&self, limit: usize) -> (Vec<Finding>, FindingCounts) {
-        let mut all: Vec<&Finding> = self
-            .groups()
-            .flat_map(|g| g.findings.iter())
-            .chain(self.connectors().flat_map(|c| c.findings.iter()))
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let top = self
+            .urgency
+            .iter()
+            .take(limit)
+            .filter_map(|(_, _, subject, scope, i)| {
+                let list = if *scope == GROUP {
+                    &self.group(subject)?.findings
+                } else {
+                    &self.connector(subject)?.findings
+                };
+                list.get(*i).cloned()
+            })
             .collect();
-        let counts = FindingCounts {
-            total: all.len(),
-            critical: all
-                .iter()
-                .filter(|f| f.severity == Severity::Critical)
-                .count(),
-            warning: all
-                .iter()
-                .filter(|f| f.severity == Severity::Warning)
-                .count(),
-        };
-        let order = |a: &&Finding, b: &&Finding| rules::finding_order(a, b);
-        if limit > 0 && limit < all.len() {
-            all.select_nth_unstable_by(limit - 1, order);
-            all.truncate(limit);
-        }
-        all.sort_by(order);
-        (all.into_iter().cloned().collect(), counts)
+        (top, self.counts)
     }
 }
 

@@ -10,7 +10,7 @@ use connwatch_proto::enum_names;
 use connwatch_shared::finding::{Code, Finding, Health, Scope, Severity};
 use connwatch_shared::time::{compact_ms, rfc3339};
 use connwatch_shared::wire::{ConnectOutcome, Report, ServiceRole, ServiceState, StartType};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -708,6 +708,119 @@ fn probe_findings(f: &mut Findings, r: &Report, observed: i64) {
     }
 }
 
+/// What one member adds to its group's evaluation. Kept by the rollup so that it can
+/// be taken away again exactly when the member changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contribution {
+    active: bool,
+    healthy: bool,
+    /// (severity, code) of each of its findings.
+    findings: Vec<(Severity, Code)>,
+    /// Its required endpoints and whether each was reached (active members only).
+    endpoints: Vec<(String, bool)>,
+    /// Its connector version (active members only).
+    version: Option<String>,
+}
+
+/// What a member adds to its group, from its evaluation and entry.
+pub fn contribution(eval: &ConnectorEval, entry: &StoredConnector) -> Contribution {
+    let report = entry.latest.as_ref().filter(|_| eval.active);
+    Contribution {
+        active: eval.active,
+        healthy: eval.active && eval.health != Health::Critical,
+        findings: eval.findings.iter().map(|f| (f.severity, f.code)).collect(),
+        endpoints: report
+            .map(|r| {
+                r.endpoints
+                    .iter()
+                    .filter(|e| e.required)
+                    .map(|e| (e.name.clone(), e.outcome == ConnectOutcome::Ok as i32))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        version: report.and(connector_version(entry)).map(|v| v.to_string()),
+    }
+}
+
+/// A group's members, summed: everything the group rules look at. Members are added
+/// and removed one at a time, so a group is re-evaluated without visiting them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupFacts {
+    total: u32,
+    active: u32,
+    healthy: u32,
+    /// Members' findings by (severity, code), counted.
+    findings: BTreeMap<(Severity, std::cmp::Reverse<Code>), u32>,
+    /// Per required endpoint, the active members that reached it and those that did
+    /// not, each counted once per check.
+    endpoints: BTreeMap<String, (Tally, Tally)>,
+    /// Per version, the active members running it.
+    versions: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Member ids, counted.
+type Tally = BTreeMap<String, u32>;
+
+fn bump<K: Ord + Clone>(map: &mut BTreeMap<K, u32>, key: &K, add: bool) {
+    if add {
+        *map.entry(key.clone()).or_default() += 1;
+    } else if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl GroupFacts {
+    /// Adds a member.
+    pub fn add(&mut self, id: &str, c: &Contribution) {
+        self.apply(id, c, true);
+    }
+
+    /// Takes away a member added before with the same contribution.
+    pub fn remove(&mut self, id: &str, c: &Contribution) {
+        self.apply(id, c, false);
+    }
+
+    fn apply(&mut self, id: &str, c: &Contribution, add: bool) {
+        let step = |n: &mut u32, counts: bool| {
+            if counts {
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            }
+        };
+        step(&mut self.total, true);
+        step(&mut self.active, c.active);
+        step(&mut self.healthy, c.healthy);
+        for (severity, code) in &c.findings {
+            bump(
+                &mut self.findings,
+                &(*severity, std::cmp::Reverse(*code)),
+                add,
+            );
+        }
+        let id = id.to_string();
+        for (name, ok) in &c.endpoints {
+            let sides = self.endpoints.entry(name.clone()).or_default();
+            bump(if *ok { &mut sides.0 } else { &mut sides.1 }, &id, add);
+            if sides.0.is_empty() && sides.1.is_empty() {
+                self.endpoints.remove(name);
+            }
+        }
+        if let Some(v) = &c.version {
+            let ids = self.versions.entry(v.clone()).or_default();
+            if add {
+                ids.insert(id);
+            } else {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.versions.remove(v);
+                }
+            }
+        }
+    }
+}
+
 /// Evaluates a group from its members' evaluations and entries.
 pub fn evaluate_group(
     name: &str,
@@ -715,17 +828,21 @@ pub fn evaluate_group(
     now_ms: i64,
     cfg: &RulesConfig,
 ) -> GroupEval {
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let total = count(members.len());
-    let active_members: Vec<&(&ConnectorEval, &StoredConnector)> =
-        members.iter().filter(|(m, _)| m.active).collect();
-    let active = count(active_members.len());
-    let healthy = count(
-        active_members
-            .iter()
-            .filter(|(m, _)| m.health != Health::Critical)
-            .count(),
-    );
+    let mut facts = GroupFacts::default();
+    for (m, e) in members {
+        facts.add(&m.id, &contribution(m, e));
+    }
+    evaluate_group_facts(name, &facts, now_ms, cfg)
+}
+
+/// Evaluates a group from its summed members.
+pub fn evaluate_group_facts(
+    name: &str,
+    facts: &GroupFacts,
+    now_ms: i64,
+    cfg: &RulesConfig,
+) -> GroupEval {
+    let (total, active, healthy) = (facts.total, facts.active, facts.healthy);
     let min = cfg.for_group(name).min_healthy;
     let mut f = Findings::new(name, Scope::Group);
     let evidence = vec![
@@ -751,101 +868,86 @@ pub fn evaluate_group(
             now_ms,
         );
     }
-    split_reachability(&mut f, &active_members, now_ms);
-    mixed_versions(&mut f, &active_members, now_ms);
+    split_reachability(&mut f, facts, now_ms);
+    mixed_versions(&mut f, facts, now_ms);
     let findings = f.done();
-    let all = || {
-        findings
-            .iter()
-            .chain(members.iter().flat_map(|(m, _)| m.findings.iter()))
-    };
-    let worst = all()
-        .max_by(|a, b| a.severity.cmp(&b.severity).then(b.code.cmp(&a.code)))
-        .map(|f| f.code);
-    let health = Health::from_severities(all().map(|f| f.severity));
+    let own = findings
+        .iter()
+        .map(|f| (f.severity, std::cmp::Reverse(f.code)));
+    let worst = own.clone().chain(facts.findings.keys().copied()).max();
     GroupEval {
         name: name.to_string(),
         active,
         total,
         healthy,
+        health: Health::from_severities(worst.map(|(s, _)| s)),
+        worst: worst.map(|(_, c)| c.0),
         findings,
-        health,
-        worst,
     }
 }
 
 /// The reachability of each required endpoint, by endpoint name, across members:
 /// (member id, reachable).
-pub fn reachability(members: &[(&str, &StoredConnector)]) -> BTreeMap<String, Vec<(String, bool)>> {
-    let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+pub fn reachability<'a>(
+    members: &[(&'a str, &'a StoredConnector)],
+) -> BTreeMap<&'a str, Vec<(&'a str, bool)>> {
+    let mut out: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
     for (id, entry) in members {
         let Some(r) = &entry.latest else { continue };
         for e in r.endpoints.iter().filter(|e| e.required) {
-            out.entry(e.name.clone())
+            out.entry(e.name.as_str())
                 .or_default()
-                .push((id.to_string(), e.outcome == ConnectOutcome::Ok as i32));
+                .push((id, e.outcome == ConnectOutcome::Ok as i32));
         }
     }
     out
 }
 
-fn split_reachability(
-    f: &mut Findings,
-    members: &[&(&ConnectorEval, &StoredConnector)],
-    now_ms: i64,
-) {
-    let pairs: Vec<(&str, &StoredConnector)> =
-        members.iter().map(|(m, e)| (m.id.as_str(), *e)).collect();
-    for (endpoint, results) in reachability(&pairs) {
-        let (ok, failing): (Vec<_>, Vec<_>) = results.iter().partition(|(_, up)| *up);
+/// Member ids, each as often as counted, in id order.
+fn names(ids: &Tally) -> String {
+    ids.iter()
+        .flat_map(|(id, n)| std::iter::repeat_n(id.as_str(), *n as usize))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn split_reachability(f: &mut Findings, facts: &GroupFacts, now_ms: i64) {
+    for (endpoint, (ok, failing)) in &facts.endpoints {
         if ok.is_empty() || failing.is_empty() {
             continue;
         }
-        let names = |v: &[&(String, bool)]| {
-            v.iter()
-                .map(|(id, _)| id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let reached: u32 = ok.values().sum();
+        let tried = reached + failing.values().sum::<u32>();
         f.push(
             Code::GroupSplitReachability,
             Severity::Warning,
-            format!(
-                "{endpoint} is reachable from {} of {} members",
-                ok.len(),
-                results.len()
-            ),
+            format!("{endpoint} is reachable from {reached} of {tried} members"),
             vec![
                 ("endpoint".into(), endpoint.clone()),
-                ("reachable_from".into(), names(&ok)),
-                ("unreachable_from".into(), names(&failing)),
+                ("reachable_from".into(), names(ok)),
+                ("unreachable_from".into(), names(failing)),
             ],
             now_ms,
         );
     }
 }
 
-fn mixed_versions(f: &mut Findings, members: &[&(&ConnectorEval, &StoredConnector)], now_ms: i64) {
-    let mut versions: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for (m, e) in members {
-        if let Some(v) = connector_version(e) {
-            versions
-                .entry(v.to_string())
-                .or_default()
-                .push(m.id.as_str());
-        }
-    }
-    if versions.len() < 2 {
+fn mixed_versions(f: &mut Findings, facts: &GroupFacts, now_ms: i64) {
+    if facts.versions.len() < 2 {
         return;
     }
-    let evidence = versions
+    let evidence = facts
+        .versions
         .iter()
-        .map(|(v, ids)| (format!("version {v}"), ids.join(", ")))
+        .map(|(v, ids)| {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            (format!("version {v}"), ids.join(", "))
+        })
         .collect();
     f.push(
         Code::GroupMixedVersions,
         Severity::Info,
-        format!("members run {} different versions", versions.len()),
+        format!("members run {} different versions", facts.versions.len()),
         evidence,
         now_ms,
     );

@@ -24,7 +24,7 @@ use connwatch_shared::wire::ingest_server::IngestServer;
 use connwatch_shared::wire::query_server::QueryServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,10 @@ pub async fn serve(
 
     let metrics = Metrics::default();
     let rules = Arc::new(config.rules.clone());
+    // Evaluate the loaded fleet once now, so the first query does not pay for it.
+    let evaluated = Instant::now();
+    fleet.evaluated(connwatch_shared::time::now_ms(), &rules, |_, _| ());
+    tracing::debug!(connectors = loaded, took = ?evaluated.elapsed(), "fleet evaluated");
     let hub =
         Arc::new(Hub::load(store.clone(), metrics.clone()).context("cannot load alert states")?);
     let metrics_listener = match config.metrics.listen {

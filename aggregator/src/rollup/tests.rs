@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{GroupConfig, Thresholds};
+use crate::store::StoredConnector;
 use connwatch_shared::finding::{Code, Scope};
 use connwatch_shared::wire::{
     ConnectOutcome, EndpointCheck, Report, ServiceRole, ServiceState, ServiceStatus,
@@ -136,12 +137,18 @@ fn entry(op: &Op, now: i64, previous: Option<&StoredConnector>) -> StoredConnect
 
 /// Findings whose time of observation is the time of evaluation cannot match to the
 /// millisecond between a kept and a fresh evaluation; everything else must.
+fn clear(f: &mut Finding) {
+    if f.code == Code::Inactive || f.scope == Scope::Group {
+        f.observed_at_ms = 0;
+    }
+}
+
+fn normalised_findings(mut findings: Vec<Finding>) -> String {
+    findings.iter_mut().for_each(clear);
+    format!("{findings:#?}")
+}
+
 fn normalised(mut eval: Evaluation) -> String {
-    let clear = |f: &mut Finding| {
-        if f.code == Code::Inactive || f.scope == Scope::Group {
-            f.observed_at_ms = 0;
-        }
-    };
     for c in &mut eval.connectors {
         c.findings.iter_mut().for_each(clear);
     }
@@ -189,8 +196,25 @@ fn run(ops: &[Op], cfg: &Arc<RulesConfig>) -> Result<(), TestCaseError> {
             }
         }
         rollup.refresh(&fleet, now, cfg);
+        let reference = rules::evaluate(&fleet.connectors, now, cfg);
+        let all = reference.all_findings();
+        let (top, counts) = rollup.top_findings(0);
+        prop_assert_eq!(normalised_findings(top), normalised_findings(all.clone()));
+        let critical = all
+            .iter()
+            .filter(|f| f.severity == Severity::Critical)
+            .count();
+        let warning = all
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+        prop_assert_eq!(
+            (counts.total, counts.critical, counts.warning),
+            (all.len(), critical, warning)
+        );
+        prop_assert_eq!(rollup.top_findings(2).0.len(), all.len().min(2));
         let kept = normalised(rollup.to_evaluation());
-        let fresh = normalised(rules::evaluate(&fleet.connectors, now, cfg));
+        let fresh = normalised(reference);
         if kept != fresh {
             let first = kept
                 .lines()
