@@ -59,6 +59,8 @@ pub async fn run(bed: &Bed, n: usize, rate: f64, measure: Duration) -> anyhow::R
     let (sims, _) = connect_all(&bed.pki, &agg.url(), &bed.certs, CONNECT_PARALLEL).await?;
     let channel = Endpoint::from_shared(agg.url())?
         .tls_config(bed.pki.client_tls(&bed.pki.operator))?
+        .initial_stream_window_size(Some(connwatch_aggregator::cli::OPERATOR_WINDOW))
+        .initial_connection_window_size(Some(connwatch_aggregator::cli::OPERATOR_WINDOW))
         .connect()
         .await?;
     let mut client = QueryClient::new(channel).max_decoding_message_size(MAX_ANSWER);

@@ -15,6 +15,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// The HTTP/2 receive window of the operator client, in bytes.
+pub const OPERATOR_WINDOW: u32 = 8 << 20;
+
 /// How to reach the aggregator as an operator.
 #[derive(Debug, Clone, Args)]
 pub struct Connect {
@@ -88,7 +91,11 @@ impl Connect {
             })?
             .tls_config(tls.client_config(&server_name))?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(self.timeout);
+            .timeout(self.timeout)
+            // Whole-fleet answers run to megabytes; HTTP/2's default 64 KiB window
+            // would make the aggregator wait for a window update every 64 KiB.
+            .initial_stream_window_size(Some(OPERATOR_WINDOW))
+            .initial_connection_window_size(Some(OPERATOR_WINDOW));
         let channel = endpoint.connect().await.with_context(|| {
             format!(
                 "cannot reach the aggregator at {}: is `connwatch-aggregator serve` running there? Check --aggregator, and the operator certificate {} (signed by {})",
