@@ -3,7 +3,8 @@
 //! update land in one atomic batch:
 //!
 //! - `m` + name: metadata (`m:schema` holds the schema version);
-//! - `c` + connector id: the registry entry ([`StoredConnector`]);
+//! - `c` + connector id: the registry entry ([`StoredConnector`]), without the latest
+//!   report, which is the history entry its (epoch, last seq) name;
 //! - `h` + connector id + `0x00` + epoch (BE) + seq (BE): one report ([`StoredReport`]);
 //! - `a` + fingerprint: an alert's lifecycle state ([`StoredAlert`]);
 //! - `s` + silence id: a silence ([`StoredSilence`]).
@@ -16,9 +17,11 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// The schema this build writes and reads. Version 2 added alert states and silences;
-/// a version 1 store has none of either, so upgrading it only records the version.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this build writes and reads. Version 2 added alert states and silences.
+/// Version 3 stopped repeating the latest report in registry entries (it is the
+/// history entry they point at), which halves what each report writes. Older entries
+/// still carry it and are read as they are, so upgrading only records the version.
+pub const SCHEMA_VERSION: u32 = 3;
 /// The envelope format of values.
 const VALUE_FORMAT: u8 = 1;
 const SCHEMA_KEY: &[u8] = b"m:schema";
@@ -45,7 +48,8 @@ pub struct StoredConnector {
     /// The highest sequence number stored in that epoch.
     #[prost(uint64, tag = "5")]
     pub last_seq: u64,
-    /// The latest report.
+    /// The latest report. In memory only: the stored entry leaves it out (its history
+    /// entry holds it) and [`Store::connectors`] puts it back.
     #[prost(message, optional, tag = "6")]
     pub latest: Option<Report>,
     /// Receive time minus collection time of the latest report.
@@ -289,6 +293,21 @@ fn history_prefix(id: &str) -> Vec<u8> {
     k
 }
 
+/// A registry entry as stored: everything but the latest report, which its history
+/// entry already holds.
+fn registry_entry(entry: &StoredConnector) -> StoredConnector {
+    StoredConnector {
+        group: entry.group.clone(),
+        first_seen_ms: entry.first_seen_ms,
+        last_seen_ms: entry.last_seen_ms,
+        epoch: entry.epoch,
+        last_seq: entry.last_seq,
+        latest: None,
+        clock_offset_ms: entry.clock_offset_ms,
+        recent_offsets_ms: entry.recent_offsets_ms.clone(),
+    }
+}
+
 fn history_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
     let mut k = history_prefix(id);
     k.extend_from_slice(&epoch.to_be_bytes());
@@ -328,7 +347,8 @@ impl Store {
                     });
                 }
                 if found < SCHEMA_VERSION {
-                    // Version 1 -> 2 only added key kinds; nothing to rewrite.
+                    // Versions 1 -> 2 -> 3 only added key kinds and left a field out of
+                    // new registry entries; nothing to rewrite.
                     db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                     db.flush()?;
                 }
@@ -345,13 +365,21 @@ impl Store {
         &self.path
     }
 
-    /// Every registry entry.
+    /// Every registry entry, each with its latest report (unless retention removed it).
     pub fn connectors(&self) -> Result<Vec<(String, StoredConnector)>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix([CONNECTOR]) {
             let (k, v) = item?;
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            out.push((id, decode(&k, &v)?));
+            let mut entry: StoredConnector = decode(&k, &v)?;
+            if entry.latest.is_none() {
+                let key = history_key(&id, entry.epoch, entry.last_seq);
+                if let Some(v) = self.db.get(&key)? {
+                    let stored: StoredReport = decode(&key, &v)?;
+                    entry.latest = stored.report;
+                }
+            }
+            out.push((id, entry));
         }
         Ok(out)
     }
@@ -363,7 +391,10 @@ impl Store {
             let report = w.history.report.as_ref();
             let (epoch, seq) = report.map_or((0, 0), |r| (r.epoch, r.seq));
             batch.insert(history_key(&w.connector, epoch, seq), encode(&w.history));
-            batch.insert(connector_key(&w.connector), encode(&w.entry));
+            batch.insert(
+                connector_key(&w.connector),
+                encode(&registry_entry(&w.entry)),
+            );
         }
         self.db.apply_batch(batch)?;
         Ok(())
@@ -602,6 +633,42 @@ mod tests {
             .collect();
         assert_eq!(newest, [2, 300]);
         assert!(store.history("b", 0, 10).expect("history").len() == 1);
+    }
+
+    #[tokio::test]
+    async fn the_registry_points_at_the_latest_report_instead_of_repeating_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let mut w = write("a", 3, 9);
+        if let Some(r) = w.entry.latest.as_mut() {
+            r.group = "group-a".into();
+        }
+        w.history.report = w.entry.latest.clone();
+        store.apply(&[w]).expect("apply");
+        let raw = store
+            .db
+            .get(connector_key("a"))
+            .expect("get")
+            .expect("registry entry");
+        let stored: StoredConnector = decode(b"ca", &raw).expect("decode");
+        assert!(stored.latest.is_none(), "the report is stored once");
+        let conns = store.connectors().expect("connectors");
+        let latest = conns[0].1.latest.as_ref().expect("latest from history");
+        assert_eq!((latest.seq, latest.group.as_str()), (9, "group-a"));
+    }
+
+    #[tokio::test]
+    async fn registry_entries_of_older_stores_keep_their_latest_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let w = write("old", 1, 4);
+        // As schema 2 wrote it: the report inside the registry entry, and no history.
+        store
+            .db
+            .insert(connector_key("old"), encode(&w.entry))
+            .expect("insert");
+        let conns = store.connectors().expect("connectors");
+        assert_eq!(conns[0].1.latest.as_ref().map(|r| r.seq), Some(4));
     }
 
     #[tokio::test]
