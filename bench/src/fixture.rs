@@ -227,6 +227,18 @@ pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Private memory of a process (`RssAnon`, bytes): its resident size less the pages of
+/// its executable and libraries, which the page cache shares with every other process
+/// mapping them.
+pub fn anon_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// Bytes a folder occupies on disk (allocated blocks, so sparse files count as written).
 pub fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

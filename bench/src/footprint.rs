@@ -5,7 +5,7 @@
 //! interval is extrapolated from the CPU per cycle.
 
 use crate::Bed;
-use crate::fixture::{Aggregator, cpu_seconds, rss_bytes, sibling_binary};
+use crate::fixture::{Aggregator, anon_rss_bytes, cpu_seconds, rss_bytes, sibling_binary};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -100,6 +100,7 @@ impl Watch {
         json!({
             "rss_bytes": rss,
             "peak_rss_bytes": hwm,
+            "anon_rss_bytes": anon_rss_bytes(self.pid).unwrap_or_default(),
             "cpu_s": cpu,
             "cpu_ms_per_cycle": cpu * 1000.0 / cycles.max(1.0),
             "cpu_percent_at_measured_interval": cpu * 100.0 / seconds,

@@ -192,6 +192,18 @@ pub fn table(r: &Value) -> String {
             "<= 10, smaller than both",
             verdict(rss <= 10.0 && smaller),
         );
+        let anon = |v: &Value| num(&v["anon_rss_bytes"]) / 1e6;
+        row(
+            "collector private memory (RssAnon), MB",
+            format!("{:.1}", anon(c)),
+            format!(
+                "node_exporter {:.1}; blackbox_exporter {:.1}",
+                anon(n),
+                anon(b)
+            ),
+            "-",
+            "-",
+        );
         row(
             "collector CPU at a 30 s interval, % of a core",
             format!("{:.3}", pct(c)),
