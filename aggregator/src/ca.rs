@@ -1,8 +1,9 @@
-//! `ca init` and `ca issue`: mint the CA, the aggregator's server certificate and the
-//! client certificates, and say where each file goes.
+//! `ca init`, `ca issue` and `ca revoke`: mint the CA, the aggregator's server
+//! certificate and the client certificates, say where each file goes, and keep the
+//! revocation list.
 
 use connwatch_shared::identity::{Identity, Role, validate_name};
-use connwatch_shared::pki::{CertAuthority, LeafSpec, PkiError};
+use connwatch_shared::pki::{self, CertAuthority, LeafSpec, PkiError, Revoked};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
@@ -87,5 +88,44 @@ pub fn issue(
         days = valid_for.as_secs() / 86_400,
         cert = files.cert.display(),
         key = files.key.display(),
+    ))
+}
+
+/// The revocation list's file name in a CA folder.
+pub const CRL_FILE: &str = "crl.pem";
+/// How long a revocation list is valid. The aggregator checks it without regard to its
+/// next-update time, so this only tells other readers when to expect a newer one.
+const CRL_VALID_FOR: Duration = Duration::from_secs(365 * 86_400);
+
+/// Adds the certificate in `cert` to the revocation list in `dir` (creating it), signed
+/// by the CA there. Returns what to tell the user.
+pub fn revoke(dir: &Path, cert: &Path) -> anyhow::Result<String> {
+    let ca = CertAuthority::load(dir)?;
+    let serial = pki::serial_of(cert)?;
+    let crl = dir.join(CRL_FILE);
+    let mut revoked = pki::read_revoked(&crl)?;
+    let hex: Vec<String> = serial.iter().map(|b| format!("{b:02x}")).collect();
+    let already = revoked.iter().any(|r| r.serial == serial);
+    if !already {
+        revoked.push(Revoked::now(serial));
+    }
+    let pem = ca.revocation_list(&revoked, CRL_VALID_FOR)?;
+    // Write beside it and rename, so an aggregator reloading meanwhile never reads half
+    // a list.
+    let tmp = dir.join(format!("{CRL_FILE}.tmp"));
+    std::fs::write(&tmp, pem)
+        .and_then(|()| std::fs::rename(&tmp, &crl))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", crl.display()))?;
+    Ok(format!(
+        "{what} {cert} (serial {serial}); {crl} lists {n} certificate(s).\nthe aggregator refuses them once `crl = \"{crl}\"` is under [tls] in aggregator.toml and it reloads (SIGHUP, or `systemctl reload connwatch-aggregator`); connections open before the reload stay up until they close.",
+        what = if already {
+            "already revoked:"
+        } else {
+            "revoked"
+        },
+        cert = cert.display(),
+        serial = hex.join(":"),
+        crl = crl.display(),
+        n = revoked.len(),
     ))
 }

@@ -41,6 +41,7 @@ struct RawTls {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    crl: Option<PathBuf>,
 }
 
 /// Thresholds that can be set fleet-wide under `[rules]` and per `[[group]]`. serde's
@@ -238,6 +239,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The server's mTLS files; `ca` signs collectors' and operators' certificates.
     pub tls: TlsFiles,
+    /// Certificate revocation lists (PEM, signed by the CA): client certificates on them
+    /// are refused. Re-read on reload.
+    pub tls_crl: Option<PathBuf>,
     /// Rule thresholds.
     pub rules: RulesConfig,
     /// Store tuning.
@@ -508,6 +512,7 @@ impl Config {
                 cert: cfg::relative_to(file, &raw.tls.cert),
                 key: cfg::relative_to(file, &raw.tls.key),
             },
+            tls_crl: raw.tls.crl.as_ref().map(|c| cfg::relative_to(file, c)),
             rules,
             store,
             alert,

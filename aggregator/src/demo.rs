@@ -135,6 +135,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             cert: certs.join("server.pem"),
             key: certs.join("server.key"),
         },
+        tls_crl: None,
         rules: {
             let thresholds = Thresholds {
                 inactive_after: Duration::from_secs(5),

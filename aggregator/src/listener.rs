@@ -6,6 +6,7 @@
 //! tonic's built-in TLS cannot do this: its configuration is fixed at start.
 
 use connwatch_shared::tls::{TlsError, TlsFiles};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,15 +25,17 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct ServerTls {
     files: TlsFiles,
+    crl: Option<PathBuf>,
     current: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerTls {
-    /// Builds the configuration from `files`.
-    pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
-        let config = Arc::new(files.server_config()?);
+    /// Builds the configuration from `files` and the revocation list `crl`, if any.
+    pub fn load(files: TlsFiles, crl: Option<PathBuf>) -> Result<ServerTls, TlsError> {
+        let config = Arc::new(files.server_config(crl.as_deref())?);
         Ok(ServerTls {
             files,
+            crl,
             current: RwLock::new(config),
         })
     }
@@ -40,7 +43,7 @@ impl ServerTls {
     /// Reads the files again and, if they make a valid configuration, uses it for every
     /// later handshake. On error the previous configuration stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(self.files.server_config()?);
+        let config = Arc::new(self.files.server_config(self.crl.as_deref())?);
         // A poisoned lock only means a writer panicked mid-swap of an Arc, which
         // leaves the value intact.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;

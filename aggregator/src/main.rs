@@ -142,6 +142,16 @@ enum CaCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke a certificate: add it to the CA folder's revocation list (crl.pem), which
+    /// the aggregator checks when `[tls] crl` names it (reload with SIGHUP).
+    Revoke {
+        /// The folder holding ca.pem and ca.key (and crl.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to revoke (a PEM file `ca issue` wrote).
+        #[arg(long)]
+        cert: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,7 +195,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             check_config,
         } => {
             let config = Config::load(&config)?;
-            config.tls.load()?;
+            // Builds the whole TLS set-up, revocation list included, so a bad file is
+            // reported now rather than at the first connection.
+            config.tls.server_config(config.tls_crl.as_deref())?;
             if check_config {
                 println!(
                     "{}: ok (listen {}, store {}, {} declared groups)",
@@ -260,6 +272,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 connwatch_aggregator::ca::issue(&dir, &out, role, &name, valid_for, force)?
             );
+        }
+        Command::Ca(CaCommand::Revoke { dir, cert }) => {
+            println!("{}", connwatch_aggregator::ca::revoke(&dir, &cert)?);
         }
         Command::Demo {
             duration,

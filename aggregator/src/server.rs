@@ -81,7 +81,7 @@ pub async fn serve(
     reload: Arc<Notify>,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let tls = Arc::new(ServerTls::load(config.tls.clone())?);
+    let tls = Arc::new(ServerTls::load(config.tls.clone(), config.tls_crl.clone())?);
     let addr: SocketAddr = listener.local_addr().context("listener has no address")?;
     let store = {
         let dir = config.data_dir.clone();

@@ -40,6 +40,83 @@ pub enum PkiError {
     /// A file exists where a new one would be written.
     #[error("{0} already exists; pass --force to replace it, or choose another --dir")]
     Exists(PathBuf),
+    /// A certificate or revocation list does not parse.
+    #[error("{path} is not a PEM {what}: {why}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        what: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A revoked certificate: its serial number and when it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The serial number, as the certificate encodes it.
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub at: OffsetDateTime,
+}
+
+impl Revoked {
+    /// The certificate with this serial number, revoked now.
+    pub fn now(serial: Vec<u8>) -> Revoked {
+        Revoked {
+            serial,
+            at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// The serial number of the (first) certificate in a PEM file.
+pub fn serial_of(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let parse = |why: String| PkiError::Parse {
+        path: path.to_path_buf(),
+        what: "certificate",
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|error| PkiError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| parse(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| parse(e.to_string()))?;
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// The entries of the revocation lists in a PEM file (none when it does not exist).
+pub fn read_revoked(path: &Path) -> Result<Vec<Revoked>, PkiError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(PkiError::Io {
+                path: path.to_path_buf(),
+                error,
+            });
+        }
+    };
+    let parse = |why: String| PkiError::Parse {
+        path: path.to_path_buf(),
+        what: "certificate revocation list",
+        why,
+    };
+    let mut out = Vec::new();
+    for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
+        let pem = pem.map_err(|e| parse(e.to_string()))?;
+        let (_, crl) =
+            x509_parser::parse_x509_crl(&pem.contents).map_err(|e| parse(e.to_string()))?;
+        for r in crl.iter_revoked_certificates() {
+            out.push(Revoked {
+                serial: r.raw_serial().to_vec(),
+                at: r.revocation_date.to_datetime(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A certificate and its private key, PEM-encoded.
@@ -221,6 +298,33 @@ impl CertAuthority {
     /// The CA certificate, PEM-encoded.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// A revocation list of `revoked`, signed by this CA, valid for `valid_for`, PEM.
+    /// Its number is the time of signing, so a newer list always has a larger one.
+    pub fn revocation_list(
+        &self,
+        revoked: &[Revoked],
+        valid_for: Duration,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + valid_for,
+            crl_number: rcgen::SerialNumber::from(u64::try_from(now.unix_timestamp()).unwrap_or(0)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|r| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&r.serial),
+                    revocation_time: r.at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     /// Issues a leaf certificate with a fresh key.

@@ -96,9 +96,11 @@ impl TlsFiles {
 
 impl TlsFiles {
     /// The server side as a rustls configuration: present our certificate, require a
-    /// client certificate that chains to the CA, speak HTTP/2. The aggregator builds one
-    /// at start and again on reload, so renewed files take effect without a restart.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// client certificate that chains to the CA and is not on the revocation list (a
+    /// PEM file of CRLs signed by the CA, when given), speak HTTP/2. The aggregator
+    /// builds one at start and again on reload, so renewed files and a newer list take
+    /// effect without a restart.
+    pub fn server_config(&self, crl: Option<&Path>) -> Result<rustls::ServerConfig, TlsError> {
         let material = self.load()?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut material.ca_pem.as_slice()) {
@@ -108,12 +110,24 @@ impl TlsFiles {
                 .map_err(|e| invalid(&self.ca, e, FIX_CERT))?;
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             std::sync::Arc::new(roots),
             provider.clone(),
-        )
-        .build()
-        .map_err(|e| invalid(&self.ca, e, FIX_CERT))?;
+        );
+        if let Some(path) = crl {
+            verifier = verifier
+                .with_crls(revocation_lists(path)?)
+                // The CA itself is the trust anchor; only leaves can be revoked.
+                .only_check_end_entity_revocation();
+        }
+        let verifier = verifier.build().map_err(|e| {
+            let at = crl.unwrap_or(&self.ca);
+            invalid(
+                at,
+                e,
+                "check that the CA file and the revocation list belong together",
+            )
+        })?;
         let chain = rustls_pemfile::certs(&mut material.cert_pem.as_slice())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&self.cert, e, FIX_CERT))?;
@@ -143,6 +157,26 @@ impl TlsFiles {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+const FIX_CRL: &str = "write it with `connwatch-aggregator ca revoke`, or remove `crl` from [tls]";
+
+/// The CRLs in a PEM file; at least one.
+fn revocation_lists(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let crls = rustls_pemfile::crls(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, e, FIX_CRL))?;
+    if crls.is_empty() {
+        return Err(TlsError::Empty {
+            path: path.to_path_buf(),
+            what: "certificate revocation list",
+            fix: FIX_CRL,
+        });
+    }
+    Ok(crls)
 }
 
 fn invalid(path: &Path, error: impl std::fmt::Display, fix: &'static str) -> TlsError {
@@ -220,7 +254,7 @@ mod tests {
             cert: dir.path().join("server.pem"),
             key: dir.path().join("server.key"),
         };
-        let config = files.server_config().expect("a good set loads");
+        let config = files.server_config(None).expect("a good set loads");
         assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
 
         let mismatched = TlsFiles {
@@ -228,7 +262,7 @@ mod tests {
             ..files.clone()
         };
         let err = mismatched
-            .server_config()
+            .server_config(None)
             .expect_err("key of another certificate");
         assert!(
             matches!(&err, TlsError::Invalid { path, .. } if path == &files.cert),
@@ -241,7 +275,7 @@ mod tests {
             ca: dir.path().join("bad-ca.pem"),
             ..files
         };
-        let err = bad_ca.server_config().expect_err("no CA");
+        let err = bad_ca.server_config(None).expect_err("no CA");
         assert!(err.to_string().contains("bad-ca.pem"), "{err}");
     }
 }

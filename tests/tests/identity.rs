@@ -126,3 +126,100 @@ async fn bad_certificates_are_refused_and_write_nothing() {
         "refused clients wrote nothing"
     );
 }
+
+fn revoke(pki: &Pki, cert: &std::path::Path) -> String {
+    let out = std::process::Command::new(connwatch_tests::bin("connwatch-aggregator"))
+        .args(["ca", "revoke", "--dir"])
+        .arg(&pki.dir)
+        .arg("--cert")
+        .arg(cert)
+        .output()
+        .expect("run ca revoke");
+    assert!(
+        out.status.success(),
+        "ca revoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn revoked_certificates_are_refused_and_a_reload_picks_up_new_revocations() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let alpha = pki.collector("alpha");
+    let beta = pki.collector("beta");
+    let said = revoke(&pki, &beta.cert);
+    assert!(said.contains("crl.pem lists 1"), "{said}");
+    let crl = pki.dir.join("crl.pem");
+    let agg = Aggregator::start(root.path(), &pki, &format!("crl = \"{}\"\n", crl.display()));
+
+    let acks = send_reports(&agg, &alpha, vec![report(1, 1)])
+        .await
+        .expect("alpha is not revoked");
+    assert_eq!(acks[0].outcome, AckOutcome::Stored as i32);
+    send_reports(&agg, &beta, vec![report(1, 1)])
+        .await
+        .expect_err("beta is revoked");
+
+    // Revoking again is harmless; revoking alpha takes effect on reload.
+    assert!(revoke(&pki, &beta.cert).contains("already revoked"));
+    assert!(revoke(&pki, &alpha.cert).contains("crl.pem lists 2"));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &agg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    connwatch_tests::eventually(Duration::from_secs(10), "alpha refused", || async {
+        send_reports(&agg, &alpha, vec![report(1, 2)])
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    let list = agg.cli_json(&pki, &["connectors"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["alpha"], "nothing from beta");
+    let history = agg.cli_json(&pki, &["history", "alpha"]);
+    let seqs: Vec<u64> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [1], "nothing from alpha after its revocation");
+}
+
+#[test]
+fn a_broken_revocation_list_fails_the_config_check_naming_the_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let crl = root.path().join("crl.pem");
+    std::fs::write(&crl, "not a list").expect("write");
+    let config = root.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\ncrl = \"crl.pem\"\n",
+            ca = pki.dir.join("ca.pem").display(),
+            cert = pki.dir.join("server.pem").display(),
+            key = pki.dir.join("server.key").display(),
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(connwatch_tests::bin("connwatch-aggregator"))
+        .args(["serve", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&crl.display().to_string()), "{err}");
+    assert!(err.contains("ca revoke"), "{err}");
+}
