@@ -242,8 +242,9 @@ pub async fn run(bed: &Bed, interval: Duration, window: Duration) -> anyhow::Res
     let seconds = started.elapsed().as_secs_f64();
     let cycles_f = seconds / interval.as_secs_f64();
     let [c, n, b] = watches.map(|w| w.map_or(Value::Null, |w| w.json(cycles_f, seconds)));
-    acceptor.abort();
     drop(collector);
+    let hung = hung_cycle(&root, target_addr).await?;
+    acceptor.abort();
     Ok(json!({
         "interval_ms": interval.as_millis() as u64,
         "window_s": seconds,
@@ -254,5 +255,68 @@ pub async fn run(bed: &Bed, interval: Duration, window: Duration) -> anyhow::Res
         "blackbox_exporter": b,
         "node_exporter_found": node_up,
         "blackbox_exporter_found": bb_up,
+        "hung_cycle": hung,
+    }))
+}
+
+/// The timeout of the hung check in [`hung_cycle`].
+const HUNG_TIMEOUT: Duration = Duration::from_secs(1);
+/// Runs of [`hung_cycle`].
+const HUNG_RUNS: usize = 5;
+
+/// A cycle of 20 endpoint checks where one never answers (a listener that accepts and
+/// never speaks TLS), each under a 1 s timeout: `connwatch-collector probe` must end
+/// within the slowest timeout plus 50 ms, not the sum. Timed from process start to
+/// exit, so start-up and printing count against it.
+async fn hung_cycle(root: &Path, open: SocketAddr) -> anyhow::Result<Value> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_addr = silent.local_addr()?;
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = format!(
+        "group = \"hung\"\n[spool]\ndir = \"{}/hung-spool\"\n",
+        root.display()
+    );
+    for i in 0..19 {
+        config.push_str(&format!(
+            "[[endpoint]]\nname = \"tcp-{i}\"\naddress = \"{open}\"\ntimeout = \"1s\"\n"
+        ));
+    }
+    config.push_str(&format!(
+        "[[endpoint]]\nname = \"silent\"\naddress = \"{silent_addr}\"\ntls = true\nserver_name = \"localhost\"\ntimeout = \"{}ms\"\n",
+        HUNG_TIMEOUT.as_millis()
+    ));
+    let path = root.join("hung.toml");
+    std::fs::write(&path, config)?;
+    let binary = sibling_binary("connwatch-collector")?;
+    let mut runs_ms = Vec::new();
+    for _ in 0..HUNG_RUNS {
+        let started = Instant::now();
+        let out = tokio::process::Command::new(&binary)
+            .args(["probe", "--json", "--config"])
+            .arg(&path)
+            .output()
+            .await
+            .context("cannot run connwatch-collector probe")?;
+        runs_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            out.status.success() || out.status.code() == Some(1),
+            "probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    holder.abort();
+    runs_ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "checks": 20,
+        "timeout_ms": HUNG_TIMEOUT.as_millis() as u64,
+        "sum_of_timeouts_ms": 20 * HUNG_TIMEOUT.as_millis() as u64,
+        "runs_ms": runs_ms,
+        "median_ms": runs_ms[HUNG_RUNS / 2],
+        "max_ms": runs_ms[HUNG_RUNS - 1],
     }))
 }

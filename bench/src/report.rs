@@ -192,6 +192,21 @@ pub fn table(r: &Value) -> String {
             "<= 10, smaller than both",
             verdict(rss <= 10.0 && smaller),
         );
+        let h = &f["hung_cycle"];
+        if !h.is_null() {
+            let limit = num(&h["timeout_ms"]) + 50.0;
+            row(
+                "probe cycle, 20 endpoint checks with one hung, ms (process start to exit)",
+                format!("{:.0} (max {:.0})", num(&h["median_ms"]), num(&h["max_ms"])),
+                format!(
+                    "slowest timeout {:.0}; sum of timeouts {:.0}",
+                    num(&h["timeout_ms"]),
+                    num(&h["sum_of_timeouts_ms"])
+                ),
+                "<= slowest timeout + 50",
+                verdict(num(&h["max_ms"]) <= limit),
+            );
+        }
         let anon = |v: &Value| num(&v["anon_rss_bytes"]) / 1e6;
         row(
             "collector private memory (RssAnon), MB",
