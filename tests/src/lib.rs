@@ -151,6 +151,13 @@ pub struct Aggregator {
 impl Aggregator {
     /// Writes a config under `root` and starts the aggregator on a free loopback port.
     pub fn start(root: &Path, pki: &Pki, extra: &str) -> Aggregator {
+        let config = Aggregator::write_config(root, pki, extra);
+        Aggregator::spawn(&config).expect("aggregator starts")
+    }
+
+    /// Writes `root/aggregator.toml`: loopback on a free port, store in `root/data`,
+    /// the PKI's server certificate; `extra` follows the `[tls]` keys. Returns its path.
+    pub fn write_config(root: &Path, pki: &Pki, extra: &str) -> PathBuf {
         let config = root.join("aggregator.toml");
         std::fs::write(
             &config,
@@ -162,7 +169,37 @@ impl Aggregator {
             ),
         )
         .expect("write config");
-        Aggregator::spawn(&config).expect("aggregator starts")
+        config
+    }
+
+    /// Sends SIGHUP: reload the TLS files.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// The ids `connectors --json` lists.
+    pub fn connector_ids(&self, pki: &Pki) -> Vec<String> {
+        let list = self.cli_json(pki, &["connectors"]);
+        list.as_array()
+            .expect("a list of connectors")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    /// The sequence numbers `history ID --json` lists, oldest first.
+    pub fn history_seqs(&self, pki: &Pki, id: &str) -> Vec<u64> {
+        let history = self.cli_json(pki, &["history", id]);
+        history["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq"))
+            .collect()
     }
 
     /// Starts `serve --config <config>` and waits for its "listening on" line. Its

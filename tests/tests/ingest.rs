@@ -27,13 +27,7 @@ async fn reports_are_acked_and_survive_a_kill_and_resends_are_not_stored_twice()
     // SIGKILL: no graceful shutdown, no final flush. Acked means durable.
     agg.kill();
     agg.restart();
-    let history = agg.cli_json(&pki, &["history", "alpha"]);
-    let seqs: Vec<u64> = history["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect();
+    let seqs = agg.history_seqs(&pki, "alpha");
     assert_eq!(
         seqs,
         [1, 2, 3, 4, 5],

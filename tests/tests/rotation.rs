@@ -56,14 +56,11 @@ async fn a_collector_picks_up_a_renewed_certificate_without_a_restart() {
         || async { (stored(&agg, &pki, "rot").len() > before + 2).then_some(()) },
     )
     .await;
-    let list = agg.cli_json(&pki, &["connectors"]);
-    let ids: Vec<&str> = list
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|c| c["id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(ids, ["rot"], "same identity, one connector");
+    assert_eq!(
+        agg.connector_ids(&pki),
+        ["rot"],
+        "same identity, one connector"
+    );
     assert_eq!(
         collector.log().matches("collector starting").count(),
         1,
@@ -94,7 +91,7 @@ async fn the_aggregator_reloads_its_ca_and_server_certificate_on_sighup() {
 
     // A broken server certificate on reload is refused; the server keeps serving.
     std::fs::write(pki.dir.join("server.pem"), "not a certificate").expect("write");
-    hangup(&agg);
+    agg.hangup();
     eventually(Duration::from_secs(10), "the refused reload", || async {
         agg.log().contains("cannot reload TLS files").then_some(())
     })
@@ -108,7 +105,7 @@ async fn the_aggregator_reloads_its_ca_and_server_certificate_on_sighup() {
     for file in ["ca.pem", "server.pem", "server.key"] {
         std::fs::copy(next.dir.join(file), pki.dir.join(file)).expect("copy");
     }
-    hangup(&agg);
+    agg.hangup();
     eventually(
         Duration::from_secs(10),
         "the new CA to be trusted",
@@ -123,12 +120,4 @@ async fn the_aggregator_reloads_its_ca_and_server_certificate_on_sighup() {
         agg.log()
             .contains("reloaded the CA bundle and server certificate")
     );
-}
-
-fn hangup(agg: &Aggregator) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &agg.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
