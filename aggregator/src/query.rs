@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use crate::rollup::Rollup;
 use crate::rules::{self, ConnectorEval, GroupEval};
 use crate::store::Store;
+use crate::store::StoredConnector;
 use connwatch_proto::enum_names::connect_outcome_name;
 use connwatch_shared::finding::{Code, Finding, Health, Severity};
 use connwatch_shared::time::now_ms;
@@ -105,7 +106,10 @@ fn severity_from_wire(v: i32) -> Option<Severity> {
 }
 
 fn connector_summary(c: &ConnectorEval, fleet: &crate::fleet::Fleet) -> w::ConnectorSummary {
-    let entry = fleet.connectors.get(&c.id);
+    summary_of(c, fleet.connectors.get(&c.id))
+}
+
+fn summary_of(c: &ConnectorEval, entry: Option<&StoredConnector>) -> w::ConnectorSummary {
     w::ConnectorSummary {
         id: c.id.clone(),
         group: c.group.clone(),
@@ -131,7 +135,21 @@ fn listing<'a>(
     connectors: impl Iterator<Item = &'a ConnectorEval>,
     fleet: &crate::fleet::Fleet,
 ) -> Vec<w::ConnectorSummary> {
-    connectors.map(|c| connector_summary(c, fleet)).collect()
+    // Both come in id order, so walk them side by side instead of looking each row up.
+    let mut entries = fleet.connectors.iter().peekable();
+    connectors
+        .map(|c| {
+            while entries
+                .next_if(|(id, _)| id.as_str() < c.id.as_str())
+                .is_some()
+            {}
+            let entry = entries
+                .peek()
+                .filter(|(id, _)| **id == c.id)
+                .map(|(_, e)| *e);
+            summary_of(c, entry)
+        })
+        .collect()
 }
 
 fn group_detail(

@@ -404,6 +404,19 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
         .map(|c| c["id"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(ids, ["m1", "old-version"].into_iter().collect());
+    // Filtered rows still carry their own registry facts.
+    let version_of = |rows: &serde_json::Value, id: &str| {
+        let row = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|c| c["id"] == id))
+            .unwrap_or_else(|| panic!("{id} listed"));
+        assert!(row["last_seen_ms"].as_i64().unwrap_or(0) > 0, "{row}");
+        row["connector_version"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(version_of(&behind, "old-version"), "1.4.0");
+    assert_eq!(version_of(&behind, "m1"), "1.5.0");
+    let mixed = agg.cli_json(&pki, &["connectors", "--group", "mixed"]);
+    assert_eq!(version_of(&mixed, "m2"), "1.6.0");
     let unhealthy = agg.cli_json(&pki, &["connectors", "--group", "thin", "--unhealthy"]);
     assert_eq!(unhealthy[0]["id"], "t2");
     assert_eq!(unhealthy.as_array().map(Vec::len), Some(1));
