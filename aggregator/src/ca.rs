@@ -15,7 +15,9 @@ pub const FIRST_OPERATOR: &str = "admin";
 /// loopback addresses) and a first operator certificate, all in `dir`. Returns what
 /// to tell the user.
 pub fn init(dir: &Path, server_names: &[String], force: bool) -> Result<String, PkiError> {
-    let ca = CertAuthority::generate("connwatch CA")?;
+    // A name of its own, so that a revocation list of an earlier CA (which names its
+    // issuer) is never taken for this one's.
+    let ca = CertAuthority::generate(&format!("connwatch CA {}", time_tag()))?;
     let ca_files = ca.save(dir, force)?;
     let mut dns = vec!["localhost".to_string()];
     let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
@@ -52,6 +54,16 @@ pub fn init(dir: &Path, server_names: &[String], force: bool) -> Result<String, 
         opkey = op.key.display(),
         opname = operator,
     ))
+}
+
+/// Today's date and a random tag, to tell CAs apart by name.
+fn time_tag() -> String {
+    let today = connwatch_shared::time::rfc3339(connwatch_shared::time::now_ms());
+    format!(
+        "{}-{:04x}",
+        today.get(..10).unwrap_or(&today),
+        rand::random::<u16>()
+    )
 }
 
 /// Issues a client certificate for `name` with `role`, signed by the CA in `dir`,
@@ -110,14 +122,18 @@ pub fn revoke(dir: &Path, cert: &Path) -> anyhow::Result<String> {
         revoked.push(Revoked::now(serial));
     }
     let pem = ca.revocation_list(&revoked, CRL_VALID_FOR)?;
-    // Write beside it and rename, so an aggregator reloading meanwhile never reads half
-    // a list.
-    let tmp = dir.join(format!("{CRL_FILE}.tmp"));
-    std::fs::write(&tmp, pem)
-        .and_then(|()| std::fs::rename(&tmp, &crl))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", crl.display()))?;
+    // Write beside it, sync and rename, so an aggregator reloading meanwhile never
+    // reads half a list and a crash leaves the old one or the new one.
+    let tmp = dir.join(format!("{CRL_FILE}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, pem.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &crl)
+    };
+    write().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", crl.display()))?;
     Ok(format!(
-        "{what} {cert} (serial {serial}); {crl} lists {n} certificate(s).\nthe aggregator refuses them once `crl = \"{crl}\"` is under [tls] in aggregator.toml and it reloads (SIGHUP, or `systemctl reload connwatch-aggregator`); connections open before the reload stay up until they close.",
+        "{what} {cert} (serial {serial}); {crl} lists {n} certificate(s).\nthe aggregator refuses them once `crl = \"{crl}\"` is under [tls] in aggregator.toml: restart it after adding that line; after later revocations a reload is enough (SIGHUP, or `systemctl reload connwatch-aggregator`). Connections open before then stay up until they close.",
         what = if already {
             "already revoked:"
         } else {

@@ -462,6 +462,14 @@ impl Config {
                 &g.thresholds(),
                 &rules.defaults,
             )?;
+            if rules.retire_after <= t.inactive_after {
+                return Err(invalid(
+                    file,
+                    format!("group[{i}].inactive_after"),
+                    "is not shorter than rules.retire_after",
+                    "a connector is first inactive, then retired: shorten it or raise rules.retire_after",
+                ));
+            }
             rules.groups.push(GroupConfig {
                 name: g.name.clone(),
                 thresholds: t,
@@ -481,6 +489,14 @@ impl Config {
                 None => StoreConfig::default().retention,
             },
         };
+        if store.retention <= rules.retire_after {
+            return Err(invalid(
+                file,
+                "store.retention",
+                "is not longer than rules.retire_after",
+                "a live connector's latest report is in its history, so keep history longer than connectors stay live: e.g. 30d against 10d",
+            ));
+        }
         if store.max_batch == 0 {
             return Err(invalid(
                 file,
@@ -740,6 +756,11 @@ mod tests {
                 "group[1].name",
             ),
             ("[store]\nmax_batch = 0", "store.max_batch"),
+            ("[store]\nretention = \"5d\"", "store.retention"),
+            (
+                "[[group]]\nname = \"a\"\ninactive_after = \"11d\"",
+                "group[0].inactive_after",
+            ),
             ("[alert]\ncodes = [\"cert\"]", "alert.codes"),
             ("[alert]\nseverities = [\"high\"]", "alert.severities"),
             ("[alert]\nevaluate_every = \"0s\"", "alert.evaluate_every"),

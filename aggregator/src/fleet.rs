@@ -38,33 +38,30 @@ impl SharedFleet {
         self.fleet.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces connectors' entries, then tells the rollup. In that order: a reader
-    /// that refreshes in between sees the new entry and is merely told again.
+    /// Replaces connectors' entries and tells the rollup, as one step: no reader can
+    /// see an entry changed (say, moved to another group) that the rollup was not told
+    /// about. Both here and in [`SharedFleet::evaluated`] the fleet lock is taken
+    /// before the rollup's, so the two cannot deadlock.
     pub fn upsert(&self, entries: impl IntoIterator<Item = (String, StoredConnector)>) {
-        let mut ids = Vec::new();
-        {
-            let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
-            for (id, entry) in entries {
-                ids.push(id.clone());
-                fleet.connectors.insert(id, entry);
-            }
-        }
+        let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
         let mut rollup = self.lock_rollup();
-        for id in &ids {
-            rollup.mark(id);
+        for (id, entry) in entries {
+            rollup.mark(&id);
+            fleet.connectors.insert(id, entry);
         }
     }
 
-    /// Runs `f` on the fleet and its evaluation as of `now_ms`. Readers take turns
-    /// (bringing the rollup up to date writes it), and each turn is short.
+    /// Runs `f` on the fleet and its evaluation as of `now_ms` (or as of the latest
+    /// time the rollup was brought to, if that is later). Readers take turns (bringing
+    /// the rollup up to date writes it), and each turn is short.
     pub fn evaluated<R>(
         &self,
         now_ms: i64,
         rules: &Arc<RulesConfig>,
         f: impl FnOnce(&Fleet, &Rollup) -> R,
     ) -> R {
-        let mut rollup = self.lock_rollup();
         let fleet = self.read();
+        let mut rollup = self.lock_rollup();
         rollup.refresh(&fleet, now_ms, rules);
         f(&fleet, &rollup)
     }

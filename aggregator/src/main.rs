@@ -143,7 +143,7 @@ enum CaCommand {
         force: bool,
     },
     /// Revoke a certificate: add it to the CA folder's revocation list (crl.pem), which
-    /// the aggregator checks when `[tls] crl` names it (reload with SIGHUP).
+    /// the aggregator checks when `[tls] crl` names it (re-read on SIGHUP).
     Revoke {
         /// The folder holding ca.pem and ca.key (and crl.pem).
         #[arg(long)]

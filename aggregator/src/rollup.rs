@@ -72,6 +72,9 @@ pub struct Rollup {
     expiry: BTreeSet<(i64, String)>,
     /// Connectors whose entries changed since the last refresh.
     dirty: HashSet<String>,
+    /// The time of the latest refresh: the clock the rollup has seen never runs back,
+    /// even when two readers read it in one order and refresh in the other.
+    now_ms: i64,
     groups: BTreeMap<String, GroupState>,
     /// Every kept finding, most urgent first.
     urgency: BTreeSet<UrgencyKey>,
@@ -89,7 +92,7 @@ impl Rollup {
         *self = Rollup::default();
     }
 
-    /// Brings the evaluation up to `now_ms`.
+    /// Brings the evaluation up to `now_ms` (or the latest time it was brought to).
     pub fn refresh(&mut self, fleet: &Fleet, now_ms: i64, cfg: &Arc<RulesConfig>) {
         let rebuild = !self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, cfg));
         if rebuild {
@@ -104,6 +107,8 @@ impl Rollup {
                 ..Rollup::default()
             };
         }
+        let now_ms = now_ms.max(self.now_ms);
+        self.now_ms = now_ms;
         let mut due: BTreeSet<String> = self.dirty.drain().collect();
         while let Some((at, _)) = self.expiry.first() {
             if *at > now_ms {

@@ -260,9 +260,17 @@ pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i
             next = next.min(at);
         }
     };
-    let inactive_from = entry.last_seen_ms.saturating_add(ms(t.inactive_after)) + 1;
+    let inactive_from = entry
+        .last_seen_ms
+        .saturating_add(ms(t.inactive_after))
+        .saturating_add(1);
     after(inactive_from);
-    after(entry.last_seen_ms.saturating_add(ms(cfg.retire_after)) + 1);
+    after(
+        entry
+            .last_seen_ms
+            .saturating_add(ms(cfg.retire_after))
+            .saturating_add(1),
+    );
     if now_ms >= inactive_from {
         let silent = now_ms - entry.last_seen_ms;
         after(now_ms + text_unit(silent) - silent.rem_euclid(text_unit(silent)));
@@ -275,6 +283,9 @@ pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i
         after(c.not_after_ms);
         let left = c.not_after_ms - now_ms;
         let unit = text_unit(left);
+        // Any finding about the certificate (an unexpected issuer, whatever the
+        // window) carries the day count, which turns just below a multiple of a day.
+        after(now_ms + left.rem_euclid(DAY_MS) + 1);
         if now_ms >= warning_from {
             // The time left shrinks: the day count (floored) and the text of a time
             // left turn just below a multiple of the unit.

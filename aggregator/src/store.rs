@@ -375,8 +375,16 @@ impl Store {
             if entry.latest.is_none() {
                 let key = history_key(&id, entry.epoch, entry.last_seq);
                 if let Some(v) = self.db.get(&key)? {
-                    let stored: StoredReport = decode(&key, &v)?;
-                    entry.latest = stored.report;
+                    // A damaged history entry costs this connector its latest report
+                    // until it next reports, not the aggregator its start.
+                    match decode::<StoredReport>(&key, &v) {
+                        Ok(stored) => entry.latest = stored.report,
+                        Err(e) => tracing::error!(
+                            connector = %id,
+                            error = %e,
+                            "the latest report of this connector is damaged; it shows none until its next report"
+                        ),
+                    }
                 }
             }
             out.push((id, entry));
@@ -669,6 +677,20 @@ mod tests {
             .expect("insert");
         let conns = store.connectors().expect("connectors");
         assert_eq!(conns[0].1.latest.as_ref().map(|r| r.seq), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_latest_report_does_not_stop_the_registry_loading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        store.apply(&[write("a", 2, 5)]).expect("apply");
+        store
+            .db
+            .insert(history_key("a", 2, 5), b"\x01garbage".to_vec())
+            .expect("insert");
+        let conns = store.connectors().expect("loads");
+        assert_eq!(conns[0].1.last_seq, 5);
+        assert!(conns[0].1.latest.is_none());
     }
 
     #[tokio::test]

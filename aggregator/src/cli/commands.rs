@@ -335,8 +335,20 @@ pub struct Verdict {
 impl Verdict {
     /// Judges a fleet by its finding counts and its most urgent finding.
     pub fn of(fleet: &w::StatusResponse) -> Verdict {
-        let critical = fleet.critical_total as usize;
-        let warning = fleet.warning_total as usize;
+        let listed = |s: w::Severity| {
+            fleet
+                .findings
+                .iter()
+                .filter(|f| f.severity == s as i32)
+                .count()
+        };
+        // An aggregator older than the totals sends none but lists every finding.
+        let counted = fleet.findings_total > 0 || fleet.findings.is_empty();
+        let (critical, warning) = if counted {
+            (fleet.critical_total as usize, fleet.warning_total as usize)
+        } else {
+            (listed(w::Severity::Critical), listed(w::Severity::Warning))
+        };
         let status = match (critical, warning) {
             (0, 0) => "ok",
             (0, _) => "warning",
@@ -399,6 +411,7 @@ mod tests {
         };
         Verdict::of(&w::StatusResponse {
             findings: findings.to_vec(),
+            findings_total: u32::try_from(findings.len()).unwrap_or(u32::MAX),
             critical_total: count(w::Severity::Critical),
             warning_total: count(w::Severity::Warning),
             ..Default::default()
@@ -421,6 +434,18 @@ mod tests {
         assert_eq!(crit.exit_code(), 2);
         assert_eq!(crit.worst.as_deref(), Some("group-down on x"));
         assert!(crit.line().starts_with("CRITICAL: 1 critical, 1 warning"));
+    }
+
+    #[test]
+    fn check_counts_the_listed_findings_of_an_aggregator_without_totals() {
+        let v = Verdict::of(&w::StatusResponse {
+            findings: vec![
+                f("group-down", w::Severity::Critical),
+                f("inactive", w::Severity::Warning),
+            ],
+            ..Default::default()
+        });
+        assert_eq!((v.critical, v.warning, v.exit_code()), (1, 1, 2));
     }
 
     #[test]

@@ -178,7 +178,21 @@ fn configs() -> Vec<Arc<RulesConfig>> {
             thresholds: Thresholds::default(),
         },
     ];
-    vec![Arc::new(RulesConfig::default()), Arc::new(declared)]
+    // Every certificate gets an issuer finding (which counts its days left whatever
+    // the window) and connectors stay active across days.
+    let slow = RulesConfig {
+        defaults: Thresholds {
+            expected_cert_issuers: vec!["nobody".into()],
+            inactive_after: Duration::from_secs(3 * 86_400),
+            ..Thresholds::default()
+        },
+        ..RulesConfig::default()
+    };
+    vec![
+        Arc::new(RulesConfig::default()),
+        Arc::new(declared),
+        Arc::new(slow),
+    ]
 }
 
 fn run(ops: &[Op], cfg: &Arc<RulesConfig>) -> Result<(), TestCaseError> {
