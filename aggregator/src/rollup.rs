@@ -10,9 +10,7 @@
 
 use crate::config::RulesConfig;
 use crate::fleet::Fleet;
-use crate::rules::{
-    self, ConnectorEval, Contribution, Evaluation, GroupContext, GroupEval, GroupFacts,
-};
+use crate::rules::{self, ConnectorEval, Contribution, GroupContext, GroupEval, GroupFacts};
 use crate::version::Version;
 use connwatch_shared::finding::{Code, Finding, Severity};
 use std::cmp::Reverse;
@@ -45,7 +43,7 @@ struct GroupState {
 }
 
 /// Where a finding sorts among all of the fleet's, and where it is kept: the order of
-/// [`Evaluation::all_findings`] (severity, code, subject), then group findings before
+/// [`rules::Evaluation::all_findings`] (severity, code, subject), then group findings before
 /// connector ones, then its place in its list.
 type UrgencyKey = (Reverse<Severity>, Code, String, u8, usize);
 const GROUP: u8 = 0;
@@ -307,16 +305,28 @@ impl Rollup {
             .unwrap_or_default()
     }
 
-    /// A copy in the shape [`rules::evaluate`] returns.
-    pub fn to_evaluation(&self) -> Evaluation {
-        Evaluation {
+    /// Every kept finding, group ones first, each with the group it belongs to.
+    pub fn findings(&self) -> impl Iterator<Item = (&Finding, &str)> {
+        let groups = self
+            .groups()
+            .flat_map(|g| g.findings.iter().map(|f| (f, g.name.as_str())));
+        let connectors = self
+            .connectors()
+            .flat_map(|c| c.findings.iter().map(|f| (f, c.group.as_str())));
+        groups.chain(connectors)
+    }
+
+    /// A copy in the shape [`rules::evaluate`] returns, to compare the two.
+    #[cfg(test)]
+    pub fn to_evaluation(&self) -> rules::Evaluation {
+        rules::Evaluation {
             connectors: self.connectors().cloned().collect(),
             groups: self.groups().cloned().collect(),
         }
     }
 
     /// The `limit` most urgent findings of the fleet (all of them for 0), ordered as
-    /// [`Evaluation::all_findings`] orders them, and how many there are in all.
+    /// [`rules::Evaluation::all_findings`] orders them, and how many there are in all.
     pub fn top_findings(&self, limit: usize) -> (Vec<Finding>, FindingCounts) {
         let limit = if limit == 0 { usize::MAX } else { limit };
         let top = self

@@ -17,7 +17,7 @@ use crate::config::{AlertConfig, RulesConfig};
 use crate::fleet::SharedFleet;
 use crate::metrics::{AlertCounts, Metrics, SinkStats};
 use crate::store::{Store, StoreError, StoredAlert, StoredPair, StoredSilence};
-use connwatch_shared::finding::{Code, Scope, Severity};
+use connwatch_shared::finding::{Code, Finding, Scope, Severity};
 use connwatch_shared::time::now_ms;
 use engine::{Condition, RESOLVED_KEEP_MS};
 use silence::{Matcher, Silence, silenced_by};
@@ -310,20 +310,16 @@ async fn evaluate(
     sinks: &Sinks,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    let eval = fleet.evaluated(now, rules, |_, r| r.to_evaluation());
-    let mut conditions = Vec::new();
-    for c in &eval.connectors {
-        conditions.extend(c.findings.iter().map(|f| Condition {
-            finding: f,
-            group: &c.group,
-        }));
-    }
-    for g in &eval.groups {
-        conditions.extend(g.findings.iter().map(|f| Condition {
-            finding: f,
-            group: &g.name,
-        }));
-    }
+    // Copy out only the findings, so the fleet is not held while the engine works.
+    let found: Vec<(Finding, String)> = fleet.evaluated(now, rules, |_, r| {
+        r.findings()
+            .map(|(f, group)| (f.clone(), group.to_string()))
+            .collect()
+    });
+    let conditions: Vec<Condition> = found
+        .iter()
+        .map(|(finding, group)| Condition { finding, group })
+        .collect();
     hub.prune_silences(now)?;
     let silences = hub.silences();
     let mut alerts = hub.alerts();

@@ -4,7 +4,7 @@
 
 use super::Metrics;
 use crate::fleet::Fleet;
-use crate::rules::Evaluation;
+use crate::rollup::Rollup;
 use connwatch_shared::finding::{Code, Severity};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,7 +40,7 @@ impl Out {
 }
 
 /// Renders every metric.
-pub fn render(m: &Metrics, eval: &Evaluation, fleet: &Fleet, store_bytes: u64) -> String {
+pub fn render(m: &Metrics, eval: &Rollup, fleet: &Fleet, store_bytes: u64) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
 
     o.family(
@@ -48,7 +48,7 @@ pub fn render(m: &Metrics, eval: &Evaluation, fleet: &Fleet, store_bytes: u64) -
         "gauge",
         "1 if the connector reported within rules.inactive_after, 0 if it is inactive.",
     );
-    for c in &eval.connectors {
+    for c in eval.connectors() {
         o.sample(
             "connwatch_connector_up",
             &[("connector", &c.id), ("group", &c.group)],
@@ -61,7 +61,7 @@ pub fn render(m: &Metrics, eval: &Evaluation, fleet: &Fleet, store_bytes: u64) -
         "gauge",
         "When the connector's trust certificate expires, in seconds since the Unix epoch.",
     );
-    for c in &eval.connectors {
+    for c in eval.connectors() {
         let Some(report) = fleet.connectors.get(&c.id).and_then(|e| e.latest.as_ref()) else {
             continue;
         };
@@ -84,7 +84,7 @@ pub fn render(m: &Metrics, eval: &Evaluation, fleet: &Fleet, store_bytes: u64) -
         "Current findings by code and severity.",
     );
     let mut counts: BTreeMap<(Code, Severity), u64> = BTreeMap::new();
-    for f in eval.all_findings() {
+    for (f, _) in eval.findings() {
         *counts.entry((f.code, f.severity)).or_default() += 1;
     }
     for code in Code::ALL {
@@ -115,7 +115,7 @@ pub fn render(m: &Metrics, eval: &Evaluation, fleet: &Fleet, store_bytes: u64) -
         ),
     ] {
         o.family(name, "gauge", help);
-        for g in &eval.groups {
+        for g in eval.groups() {
             let v = [g.total, g.active, g.healthy][pick];
             o.sample(name, &[("group", &g.name)], v);
         }
@@ -274,7 +274,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let eval = crate::rules::evaluate(&fleet.connectors, 2_000, &RulesConfig::default());
+        let mut eval = Rollup::default();
+        eval.refresh(&fleet, 2_000, &std::sync::Arc::new(RulesConfig::default()));
         let m = Metrics::default();
         m.commit_seconds
             .observe(std::time::Duration::from_millis(3));

@@ -36,7 +36,7 @@ fn respond(src: &Sources, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/metrics") => {
             let size = src.store.size_on_disk();
             let text = src.fleet.evaluated(now_ms(), &src.rules, |fleet, r| {
-                exposition::render(&src.metrics, &r.to_evaluation(), fleet, size)
+                exposition::render(&src.metrics, r, fleet, size)
             });
             (StatusCode::OK, text)
         }

@@ -148,7 +148,7 @@ fn normalised_findings(mut findings: Vec<Finding>) -> String {
     format!("{findings:#?}")
 }
 
-fn normalised(mut eval: Evaluation) -> String {
+fn normalised(mut eval: rules::Evaluation) -> String {
     for c in &mut eval.connectors {
         c.findings.iter_mut().for_each(clear);
     }
