@@ -81,6 +81,16 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// Reads and checks a whole backup; returns its records.
 pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BackupError> {
     let body = bytes.strip_prefix(MAGIC).ok_or(BackupError::NotABackup)?;
+    // A whole file (it ends with a trailer) is checked before it is parsed, so a
+    // flipped bit in a length is called damage, not a truncation.
+    if let Some(tail) = bytes.len().checked_sub(16).and_then(|at| bytes.get(at..))
+        && tail[..4] == END.to_be_bytes()
+    {
+        let (covered, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(covered).to_be_bytes() != crc {
+            return Err(BackupError::Checksum);
+        }
+    }
     let mut records = Vec::new();
     let mut at = 0usize;
     let take = |at: &mut usize, n: usize, count: u64| -> Result<&[u8], BackupError> {
@@ -144,5 +154,8 @@ mod tests {
         let mut flipped = good.clone();
         flipped[MAGIC.len() + 12] ^= 1;
         assert_eq!(read(&flipped), Err(BackupError::Checksum));
+        let mut length = good.clone();
+        length[MAGIC.len() + 1] ^= 1;
+        assert_eq!(read(&length), Err(BackupError::Checksum), "a damaged length");
     }
 }

@@ -1,16 +1,21 @@
 //! The sled store, and the only module that touches sled. One tree, keys with a
-//! one-byte kind prefix, so a report's history entry and its connector's registry
-//! update land in one atomic batch:
+//! one-byte kind prefix, so a group of reports, their index entries and their
+//! connectors' registry updates land in one atomic batch:
 //!
 //! - `m` + name: metadata (`m:schema` holds the schema version);
 //! - `c` + connector id: the registry entry ([`StoredConnector`]), without the latest
 //!   report, which is the history entry its (epoch, last seq) name;
-//! - `h` + connector id + `0x00` + epoch (BE) + seq (BE): one report ([`StoredReport`]);
+//! - `b` + batch number, `i` + connector id + `0x00` + epoch + seq: history, kept as
+//!   compressed blobs of reports and an index into them ([`history`]);
 //! - `a` + fingerprint: an alert's lifecycle state ([`StoredAlert`]);
 //! - `s` + silence id: a silence ([`StoredSilence`]).
 //!
 //! Every value is an envelope: a format version byte, a CRC-32 of the payload (BE), then
 //! the protobuf payload. A value whose checksum fails is reported, never returned.
+
+pub mod history;
+
+pub use history::{StoredBatch, StoredBlob, StoredRef};
 
 use connwatch_shared::wire::Report;
 use prost::Message;
@@ -19,14 +24,14 @@ use thiserror::Error;
 
 /// The schema this build writes and reads. Version 2 added alert states and silences.
 /// Version 3 stopped repeating the latest report in registry entries (it is the
-/// history entry they point at), which halves what each report writes. Older entries
-/// still carry it and are read as they are, so upgrading only records the version.
-pub const SCHEMA_VERSION: u32 = 3;
+/// history entry they point at); older entries still carry it and are read as they
+/// are. Version 4 keeps history in compressed blobs with an index; opening an older
+/// store moves its history there.
+pub const SCHEMA_VERSION: u32 = 4;
 /// The envelope format of values.
 const VALUE_FORMAT: u8 = 1;
 const SCHEMA_KEY: &[u8] = b"m:schema";
 const CONNECTOR: u8 = b'c';
-const HISTORY: u8 = b'h';
 const ALERT: u8 = b'a';
 const SILENCE: u8 = b's';
 
@@ -197,10 +202,10 @@ pub enum StoreError {
 pub struct Write {
     /// The connector it is from.
     pub connector: String,
-    /// The registry entry after this report.
+    /// The registry entry after this report, with the report as its latest.
     pub entry: StoredConnector,
-    /// The history entry.
-    pub history: StoredReport,
+    /// When the report arrived (aggregator clock).
+    pub received_ms: i64,
 }
 
 /// A history entry's identity and times, for listings.
@@ -239,6 +244,8 @@ impl Snapshot {
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
+    /// The number of the next history blob.
+    next_batch: std::sync::atomic::AtomicU64,
 }
 
 fn encode<M: Message>(m: &M) -> Vec<u8> {
@@ -285,14 +292,6 @@ fn kind_key(kind: u8, id: &str) -> Vec<u8> {
     k
 }
 
-fn history_prefix(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.len() + 18);
-    k.push(HISTORY);
-    k.extend_from_slice(id.as_bytes());
-    k.push(0);
-    k
-}
-
 /// A registry entry as stored: everything but the latest report, which its history
 /// entry already holds.
 fn registry_entry(entry: &StoredConnector) -> StoredConnector {
@@ -308,11 +307,14 @@ fn registry_entry(entry: &StoredConnector) -> StoredConnector {
     }
 }
 
-fn history_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
-    let mut k = history_prefix(id);
-    k.extend_from_slice(&epoch.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// A damaged history entry costs its connector its latest report until it next
+/// reports, not the aggregator its start.
+fn damaged_latest(id: &str, e: &StoreError) {
+    tracing::error!(
+        connector = %id,
+        error = %e,
+        "the latest report of this connector is damaged; it shows none until its next report"
+    );
 }
 
 impl Store {
@@ -328,6 +330,13 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(open_err)?;
+        let next_batch = Store::next_batch_after_blobs(&db)?;
+        let store = Store {
+            db,
+            path: dir.to_path_buf(),
+            next_batch: next_batch.into(),
+        };
+        let db = &store.db;
         match db.get(SCHEMA_KEY)? {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -348,16 +357,16 @@ impl Store {
                 }
                 if found < SCHEMA_VERSION {
                     // Versions 1 -> 2 -> 3 only added key kinds and left a field out of
-                    // new registry entries; nothing to rewrite.
+                    // new registry entries; 3 -> 4 moves history into blobs. The version
+                    // is written only once that is done, so an interrupted upgrade
+                    // resumes at the next start.
+                    store.migrate_legacy_history()?;
                     db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                     db.flush()?;
                 }
             }
         }
-        Ok(Store {
-            db,
-            path: dir.to_path_buf(),
-        })
+        Ok(store)
     }
 
     /// The store's folder.
@@ -368,119 +377,35 @@ impl Store {
     /// Every registry entry, each with its latest report (unless retention removed it).
     pub fn connectors(&self) -> Result<Vec<(String, StoredConnector)>, StoreError> {
         let mut out = Vec::new();
+        // Latest reports to fetch: (place in `out`, where it is kept).
+        let mut wanted: Vec<(usize, StoredRef)> = Vec::new();
         for item in self.db.scan_prefix([CONNECTOR]) {
             let (k, v) = item?;
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let mut entry: StoredConnector = decode(&k, &v)?;
+            let entry: StoredConnector = decode(&k, &v)?;
             if entry.latest.is_none() {
-                let key = history_key(&id, entry.epoch, entry.last_seq);
-                if let Some(v) = self.db.get(&key)? {
-                    // A damaged history entry costs this connector its latest report
-                    // until it next reports, not the aggregator its start.
-                    match decode::<StoredReport>(&key, &v) {
-                        Ok(stored) => entry.latest = stored.report,
-                        Err(e) => tracing::error!(
-                            connector = %id,
-                            error = %e,
-                            "the latest report of this connector is damaged; it shows none until its next report"
-                        ),
-                    }
+                match self.reference(&id, entry.epoch, entry.last_seq) {
+                    Ok(Some(r)) => wanted.push((out.len(), r)),
+                    Ok(None) => {}
+                    Err(e) => damaged_latest(&id, &e),
                 }
             }
             out.push((id, entry));
         }
-        Ok(out)
-    }
-
-    /// Applies a group of accepted reports atomically. Not durable until [`Store::flush`].
-    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for w in writes {
-            let report = w.history.report.as_ref();
-            let (epoch, seq) = report.map_or((0, 0), |r| (r.epoch, r.seq));
-            batch.insert(history_key(&w.connector, epoch, seq), encode(&w.history));
-            batch.insert(
-                connector_key(&w.connector),
-                encode(&registry_entry(&w.entry)),
-            );
+        let refs: Vec<StoredRef> = wanted.iter().map(|(_, r)| r.clone()).collect();
+        for ((at, _), fetched) in wanted.iter().zip(self.fetch(&refs)) {
+            match fetched {
+                Ok(Some(stored)) => out[*at].1.latest = stored.report,
+                Ok(None) => {}
+                Err(e) => damaged_latest(&out[*at].0, &e),
+            }
         }
-        self.db.apply_batch(batch)?;
-        Ok(())
+        Ok(out)
     }
 
     /// Makes everything applied so far durable; returns the bytes flushed.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush_async().await?)
-    }
-
-    /// A connector's history, oldest first, at most `limit` of the newest entries,
-    /// received at or after `since_ms`.
-    pub fn history(
-        &self,
-        id: &str,
-        since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<HistoryItem>, StoreError> {
-        let prefix = history_prefix(id);
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(&prefix).rev() {
-            let (k, v) = item?;
-            let tail = &k[prefix.len()..];
-            let (Ok(epoch), Ok(seq)) = (
-                <[u8; 8]>::try_from(&tail[..8.min(tail.len())]),
-                <[u8; 8]>::try_from(&tail[8.min(tail.len())..]),
-            ) else {
-                continue;
-            };
-            let stored: StoredReport = decode(&k, &v)?;
-            if stored.received_ms < since_ms {
-                continue;
-            }
-            out.push(HistoryItem {
-                epoch: u64::from_be_bytes(epoch),
-                seq: u64::from_be_bytes(seq),
-                stored,
-            });
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    /// Removes history received before `cutoff_ms`, looking at no more than `limit`
-    /// entries from `from` on (the start when `None`). Returns how many were removed
-    /// and where to continue (`None` once the end is reached), so pruning a large
-    /// store never stalls ingest for long.
-    pub fn prune_history(
-        &self,
-        cutoff_ms: i64,
-        from: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
-        let start = from.map_or_else(|| vec![HISTORY], <[u8]>::to_vec);
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        let mut next = None;
-        for (seen, item) in self.db.range(start..vec![HISTORY + 1]).enumerate() {
-            let (k, v) = item?;
-            if seen == limit {
-                next = Some(k.to_vec());
-                break;
-            }
-            // A damaged entry is kept for `backup`/inspection rather than silently removed.
-            if let Ok(stored) = decode::<StoredReport>(&k, &v)
-                && stored.received_ms < cutoff_ms
-            {
-                batch.remove(k);
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            self.db.apply_batch(batch)?;
-        }
-        Ok((removed, next))
     }
 
     /// Every key and value, as of now. Called by the writer while it holds off other
@@ -513,8 +438,14 @@ impl Store {
                 Some(&CONNECTOR) => {
                     decode::<StoredConnector>(k, v)?;
                 }
-                Some(&HISTORY) => {
+                Some(&history::LEGACY) => {
                     decode::<StoredReport>(k, v)?;
+                }
+                Some(&history::INDEX) => {
+                    decode::<StoredRef>(k, v)?;
+                }
+                Some(&history::BLOB) => {
+                    decode::<StoredBlob>(k, v)?;
                 }
                 _ => {}
             }
@@ -526,6 +457,13 @@ impl Store {
             }
             self.db.apply_batch(batch)?;
         }
+        self.next_batch.store(
+            Store::next_batch_after_blobs(&self.db)?,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // A backup of an older store brings its history as it was kept then.
+        self.migrate_legacy_history()?;
+        self.db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         self.flush().await?;
         Ok(records.len())
     }
@@ -588,7 +526,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn write(id: &str, epoch: u64, seq: u64) -> Write {
+    pub(super) fn write(id: &str, epoch: u64, seq: u64) -> Write {
         let report = Report {
             epoch,
             seq,
@@ -601,13 +539,10 @@ mod tests {
                 group: "g".into(),
                 epoch,
                 last_seq: seq,
-                latest: Some(report.clone()),
+                latest: Some(report),
                 ..Default::default()
             },
-            history: StoredReport {
-                received_ms: 1000 + seq as i64,
-                report: Some(report),
-            },
+            received_ms: 1000 + seq as i64,
         }
     }
 
@@ -622,7 +557,7 @@ mod tests {
             store.apply(&[write("a", 7, 300)]).expect("apply");
             store.flush().await.expect("flush");
         }
-        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        let store = reopen(dir.path());
         let conns = store.connectors().expect("connectors");
         assert_eq!(conns.len(), 2);
         assert_eq!(conns[0].1.last_seq, 300);
@@ -651,7 +586,6 @@ mod tests {
         if let Some(r) = w.entry.latest.as_mut() {
             r.group = "group-a".into();
         }
-        w.history.report = w.entry.latest.clone();
         store.apply(&[w]).expect("apply");
         let raw = store
             .db
@@ -686,7 +620,7 @@ mod tests {
         store.apply(&[write("a", 2, 5)]).expect("apply");
         store
             .db
-            .insert(history_key("a", 2, 5), b"\x01garbage".to_vec())
+            .insert(history::blob_key(1), b"\x01garbage".to_vec())
             .expect("insert");
         let conns = store.connectors().expect("loads");
         assert_eq!(conns[0].1.last_seq, 5);
@@ -695,10 +629,12 @@ mod tests {
 
     #[tokio::test]
     async fn pruning_removes_only_old_history_in_bounded_steps() {
+        // Ten reports in one blob each, received at 1001..=1010.
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), 1 << 20).expect("open");
-        let writes: Vec<Write> = (1..=10).map(|s| write("a", 1, s)).collect();
-        store.apply(&writes).expect("apply");
+        for s in 1..=10 {
+            store.apply(&[write("a", 1, s)]).expect("apply");
+        }
         // received_ms is 1000 + seq: entries 1..=4 are older than 1005.
         let mut cursor: Option<Vec<u8>> = None;
         let mut total = 0;
@@ -714,8 +650,11 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(total, 4);
-        assert_eq!(steps, 4, "ten entries, three per step");
+        assert_eq!(total, 8, "four index entries and their four blobs");
+        assert_eq!(
+            steps, 6,
+            "ten index entries three per step, then blobs until the first live one"
+        );
         let seqs: Vec<u64> = store
             .history("a", 0, 100)
             .expect("history")

@@ -6,7 +6,7 @@
 use crate::fixture::{Pki, cpu_seconds};
 use crate::load::{Body, decoded};
 use anyhow::Context;
-use connwatch_aggregator::store::{Store, StoredConnector, StoredReport, Write};
+use connwatch_aggregator::store::{Store, StoredConnector, Write};
 use connwatch_shared::wire::ingest_server::{Ingest, IngestServer};
 use connwatch_shared::wire::{Ack, AckOutcome, Report};
 use std::io::{Read, Write as _};
@@ -42,17 +42,14 @@ pub fn writes(pool: &[Body], connectors: &[String], first_seq: u64, n: usize) ->
                 last_seen_ms: now,
                 epoch: 1,
                 last_seq: seq,
-                latest: Some(report.clone()),
+                latest: Some(report),
                 clock_offset_ms: 3,
                 recent_offsets_ms: vec![3, 2, 4, 3, 3],
             };
             Write {
                 connector,
                 entry,
-                history: StoredReport {
-                    received_ms: now,
-                    report: Some(report),
-                },
+                received_ms: now,
             }
         })
         .collect()
@@ -70,7 +67,7 @@ pub async fn sled(
 ) -> anyhow::Result<SledCeiling> {
     let store = Store::open(dir, 64 << 20).context("cannot open the ceiling store")?;
     // Enough distinct groups that values are not all identical, built before timing.
-    let groups: Vec<Vec<Write>> = (0..8)
+    let mut groups: Vec<Vec<Write>> = (0..8)
         .map(|g| writes(pool, connectors, 1 + (g * batch) as u64, batch))
         .collect();
     let before_disk = crate::fixture::disk_bytes(dir);
@@ -80,15 +77,18 @@ pub async fn sled(
     let mut done = 0u64;
     let mut round = 0u64;
     while started.elapsed() < measure {
-        let mut group = groups[(round % 8) as usize].clone();
+        let group = &mut groups[(round % 8) as usize];
         // Fresh sequence numbers so every round adds history, as real ingest does.
-        let shift = round * 8 * batch as u64;
-        for w in &mut group {
-            if let Some(r) = w.history.report.as_mut() {
-                r.seq += shift;
+        if round >= 8 {
+            let shift = 8 * batch as u64;
+            for w in group.iter_mut() {
+                w.entry.last_seq += shift;
+                if let Some(r) = w.entry.latest.as_mut() {
+                    r.seq += shift;
+                }
             }
         }
-        store.apply(&group)?;
+        store.apply(group)?;
         store.flush().await?;
         done += group.len() as u64;
         round += 1;

@@ -6,7 +6,7 @@
 
 use crate::fleet::SharedFleet;
 use crate::metrics::Metrics;
-use crate::store::{Snapshot, Store, StoredConnector, StoredReport, Write};
+use crate::store::{Snapshot, Store, StoredConnector, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -246,23 +246,33 @@ async fn commit(
     batch: Vec<Submission>,
     metrics: &Metrics,
 ) -> Result<(), String> {
-    let mut overlay: HashMap<String, StoredConnector> = HashMap::new();
-    let mut writes = Vec::new();
-    let mut outcomes = Vec::with_capacity(batch.len());
+    // Each report is moved, never copied: into its registry entry, which the store
+    // encodes into the group's history blob and the fleet then keeps as the latest.
+    let mut writes: Vec<Write> = Vec::with_capacity(batch.len());
+    // The newest entry of each connector in this group, by its place in `writes`.
+    let mut newest: HashMap<String, usize> = HashMap::new();
+    let mut replies = Vec::with_capacity(batch.len());
     {
         let fleet = fleet.read();
-        for s in &batch {
-            let prev = overlay
-                .get(&s.connector)
-                .or_else(|| fleet.connectors.get(&s.connector));
+        for s in batch {
+            let Submission {
+                connector,
+                report,
+                received_ms,
+                reply,
+            } = s;
+            let prev = newest
+                .get(&connector)
+                .map(|&i| &writes[i].entry)
+                .or_else(|| fleet.connectors.get(&connector));
             if let Some(p) = prev
-                && p.epoch == s.report.epoch
-                && s.report.seq <= p.last_seq
+                && p.epoch == report.epoch
+                && report.seq <= p.last_seq
             {
-                outcomes.push(AckOutcome::Duplicate);
+                replies.push((reply, AckOutcome::Duplicate));
                 continue;
             }
-            let offset = s.received_ms - s.report.collected_at_ms;
+            let offset = received_ms - report.collected_at_ms;
             let mut recent_offsets_ms: Vec<i64> = prev
                 .map(|p| p.recent_offsets_ms.clone())
                 .unwrap_or_default();
@@ -271,25 +281,22 @@ async fn commit(
                 recent_offsets_ms.remove(0);
             }
             let entry = StoredConnector {
-                group: s.report.group.clone(),
-                first_seen_ms: prev.map_or(s.received_ms, |p| p.first_seen_ms),
-                last_seen_ms: prev.map_or(s.received_ms, |p| p.last_seen_ms.max(s.received_ms)),
-                epoch: s.report.epoch,
-                last_seq: s.report.seq,
-                latest: Some(s.report.clone()),
+                group: report.group.clone(),
+                first_seen_ms: prev.map_or(received_ms, |p| p.first_seen_ms),
+                last_seen_ms: prev.map_or(received_ms, |p| p.last_seen_ms.max(received_ms)),
+                epoch: report.epoch,
+                last_seq: report.seq,
+                latest: Some(report),
                 clock_offset_ms: offset,
                 recent_offsets_ms,
             };
-            overlay.insert(s.connector.clone(), entry.clone());
+            newest.insert(connector.clone(), writes.len());
             writes.push(Write {
-                connector: s.connector.clone(),
+                connector,
                 entry,
-                history: StoredReport {
-                    received_ms: s.received_ms,
-                    report: Some(s.report.clone()),
-                },
+                received_ms,
             });
-            outcomes.push(AckOutcome::Stored);
+            replies.push((reply, AckOutcome::Stored));
         }
     }
     if !writes.is_empty() {
@@ -304,24 +311,28 @@ async fn commit(
             metrics.set_ingest_problem(Some(format!(
                 "the store cannot commit ({e}); reports are not acknowledged and collectors keep them until it can"
             )));
-            tracing::error!(error = %e, reports = batch.len(), "commit failed; nothing acknowledged (free disk space or fix the store; collectors resend)");
-            for s in batch {
-                let _ = s.reply.send(Err(e.to_string()));
+            tracing::error!(error = %e, reports = replies.len(), "commit failed; nothing acknowledged (free disk space or fix the store; collectors resend)");
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.to_string()));
             }
             return Err(e.to_string());
         }
         metrics.set_ingest_problem(None);
-        fleet.upsert(overlay);
+        let mut latest: HashMap<String, StoredConnector> = HashMap::with_capacity(newest.len());
+        for (i, w) in writes.into_iter().enumerate() {
+            if newest.get(&w.connector) == Some(&i) {
+                latest.insert(w.connector, w.entry);
+            }
+        }
+        fleet.upsert(latest);
     }
-    for outcome in &outcomes {
+    for (reply, outcome) in replies {
         match outcome {
             AckOutcome::Duplicate => metrics.reports_duplicate.fetch_add(1, Relaxed),
             _ => metrics.reports_stored.fetch_add(1, Relaxed),
         };
-    }
-    for (s, outcome) in batch.into_iter().zip(outcomes) {
         // The stream may have gone; its collector will resend and get a duplicate ack.
-        let _ = s.reply.send(Ok(outcome));
+        let _ = reply.send(Ok(outcome));
     }
     Ok(())
 }

@@ -1,0 +1,447 @@
+//! History as the store keeps it: each committed group of reports is one compressed
+//! blob, and each report has a small index entry naming its blob and its place there.
+//!
+//! - `b` + batch number (BE): a [`StoredBlob`], a zstd-compressed [`StoredBatch`];
+//! - `i` + connector id + `0x00` + epoch (BE) + seq (BE): a [`StoredRef`].
+//!
+//! Why not one value per report: sled rewrites whole tree nodes as they change, and
+//! a node of 1.4 KB reports from many connectors is rewritten for every report that
+//! lands in it, so disk writes and CPU grew with the report's size several times
+//! over. Blobs only ever append at the end of the key space, the index entries that
+//! do land everywhere are ~40 bytes, and a group of reports compresses well because
+//! every connector's report has the same shape.
+//!
+//! Schema 3 and older kept each report whole under `h` + the same suffix as `i`;
+//! [`Store::open`] moves such entries into blobs before it returns.
+
+use super::{Store, StoreError, StoredReport, Write, decode, encode};
+use prost::Message;
+use prost::encoding::{self, WireType};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub(super) const BLOB: u8 = b'b';
+pub(super) const INDEX: u8 = b'i';
+pub(super) const LEGACY: u8 = b'h';
+/// zstd's fastest level: the higher ones cost several times the CPU for a few
+/// percent less on these values.
+const LEVEL: i32 = 1;
+/// The largest decompressed blob accepted: far above `max_batch` reports of the
+/// largest allowed size, and a bound on what a damaged length can make us allocate.
+const MAX_RAW_BLOB: u64 = 1 << 31;
+/// Legacy entries moved per atomic step of the upgrade.
+const MIGRATE_CHUNK: usize = 1024;
+
+/// Where a report is kept: its blob and its place in it.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredRef {
+    /// The blob's batch number.
+    #[prost(uint64, tag = "1")]
+    pub batch: u64,
+    /// The report's place in the blob.
+    #[prost(uint32, tag = "2")]
+    pub index: u32,
+    /// When it arrived (aggregator clock), so that queries by time and the retention
+    /// sweep need not open the blob.
+    #[prost(int64, tag = "3")]
+    pub received_ms: i64,
+}
+
+/// One committed group of reports, compressed.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredBlob {
+    /// The newest arrival in it: once that is past retention, so is all of it.
+    #[prost(int64, tag = "1")]
+    pub newest_received_ms: i64,
+    /// The size of the [`StoredBatch`] once decompressed.
+    #[prost(uint64, tag = "2")]
+    pub raw_len: u64,
+    /// The zstd frame.
+    #[prost(bytes = "vec", tag = "3")]
+    pub zstd: Vec<u8>,
+}
+
+/// The reports of one group, in commit order, each an encoded [`StoredReport`].
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredBatch {
+    /// The encoded reports.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub reports: Vec<Vec<u8>>,
+}
+
+pub(super) fn index_prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 18);
+    k.push(INDEX);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(super) fn index_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    let mut k = index_prefix(id);
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(super) fn blob_key(batch: u64) -> [u8; 9] {
+    let mut k = [BLOB; 9];
+    k[1..].copy_from_slice(&batch.to_be_bytes());
+    k
+}
+
+/// The (epoch, seq) at the end of an index or legacy history key.
+fn epoch_seq(tail: &[u8]) -> Option<(u64, u64)> {
+    let epoch = <[u8; 8]>::try_from(tail.get(..8)?).ok()?;
+    let seq = <[u8; 8]>::try_from(tail.get(8..)?).ok()?;
+    Some((u64::from_be_bytes(epoch), u64::from_be_bytes(seq)))
+}
+
+/// Builds a blob of reports, each encoded straight into one buffer as a
+/// [`StoredBatch`] would encode them, without building one.
+struct BlobBuilder {
+    raw: Vec<u8>,
+    count: u32,
+    newest_ms: i64,
+}
+
+impl BlobBuilder {
+    fn new() -> BlobBuilder {
+        BlobBuilder {
+            raw: Vec::new(),
+            count: 0,
+            newest_ms: i64::MIN,
+        }
+    }
+
+    /// Adds a report; returns its place.
+    fn push(&mut self, received_ms: i64, report: Option<&connwatch_shared::wire::Report>) -> u32 {
+        let len = encoding::int64::encoded_len(1, &received_ms)
+            + report.map_or(0, |r| encoding::message::encoded_len(2, r));
+        encoding::encode_key(1, WireType::LengthDelimited, &mut self.raw);
+        encoding::encode_varint(len as u64, &mut self.raw);
+        encoding::int64::encode(1, &received_ms, &mut self.raw);
+        if let Some(r) = report {
+            encoding::message::encode(2, r, &mut self.raw);
+        }
+        self.newest_ms = self.newest_ms.max(received_ms);
+        self.count += 1;
+        self.count - 1
+    }
+
+    /// Adds a report already encoded as a [`StoredReport`].
+    fn push_encoded(&mut self, received_ms: i64, stored: &[u8]) -> u32 {
+        encoding::encode_key(1, WireType::LengthDelimited, &mut self.raw);
+        encoding::encode_varint(stored.len() as u64, &mut self.raw);
+        self.raw.extend_from_slice(stored);
+        self.newest_ms = self.newest_ms.max(received_ms);
+        self.count += 1;
+        self.count - 1
+    }
+
+    fn finish(self) -> Result<Vec<u8>, StoreError> {
+        let zstd = zstd::bulk::compress(&self.raw, LEVEL).map_err(|e| StoreError::Corrupt {
+            key: "-".into(),
+            why: format!("cannot compress a group of reports: {e}"),
+        })?;
+        Ok(encode(&StoredBlob {
+            newest_received_ms: self.newest_ms,
+            raw_len: self.raw.len() as u64,
+            zstd,
+        }))
+    }
+}
+
+impl Store {
+    /// The batch number after the newest blob.
+    pub(super) fn next_batch_after_blobs(db: &sled::Db) -> Result<u64, StoreError> {
+        Ok(match db.scan_prefix([BLOB]).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                <[u8; 8]>::try_from(&k[1..])
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0)
+                    + 1
+            }
+            None => 1,
+        })
+    }
+
+    /// Applies a group of accepted reports atomically: one blob, an index entry and a
+    /// registry entry per report. Not durable until [`Store::flush`].
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let batch_no = self.next_batch.fetch_add(1, Relaxed);
+        let mut batch = sled::Batch::default();
+        let mut blob = BlobBuilder::new();
+        for w in writes {
+            let index = blob.push(w.received_ms, w.entry.latest.as_ref());
+            let reference = StoredRef {
+                batch: batch_no,
+                index,
+                received_ms: w.received_ms,
+            };
+            batch.insert(
+                index_key(&w.connector, w.entry.epoch, w.entry.last_seq),
+                encode(&reference),
+            );
+            batch.insert(
+                super::connector_key(&w.connector),
+                encode(&super::registry_entry(&w.entry)),
+            );
+        }
+        batch.insert(&blob_key(batch_no), blob.finish()?);
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The reports of a blob, decompressed; `None` when retention removed it.
+    fn blob(&self, batch: u64) -> Result<Option<StoredBatch>, StoreError> {
+        let key = blob_key(batch);
+        let Some(v) = self.db.get(key)? else {
+            return Ok(None);
+        };
+        let blob: StoredBlob = decode(format!("b{batch}").as_bytes(), &v)?;
+        let corrupt = |why: String| StoreError::Corrupt {
+            key: format!("b{batch}"),
+            why,
+        };
+        if blob.raw_len > MAX_RAW_BLOB {
+            return Err(corrupt(format!("claims {} bytes", blob.raw_len)));
+        }
+        let raw = zstd::bulk::decompress(&blob.zstd, blob.raw_len as usize)
+            .map_err(|e| corrupt(format!("does not decompress: {e}")))?;
+        StoredBatch::decode(raw.as_slice())
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Fetches the reports `refs` name, opening each blob once. A report whose blob
+    /// retention already removed is `None`; a damaged one is an error for it alone.
+    pub(super) fn fetch(
+        &self,
+        refs: &[StoredRef],
+    ) -> Vec<Result<Option<StoredReport>, StoreError>> {
+        let mut by_batch: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, r) in refs.iter().enumerate() {
+            by_batch.entry(r.batch).or_default().push(i);
+        }
+        let mut out: Vec<Result<Option<StoredReport>, StoreError>> =
+            refs.iter().map(|_| Ok(None)).collect();
+        for (batch, places) in by_batch {
+            match self.blob(batch) {
+                Ok(None) => {}
+                Ok(Some(blob)) => {
+                    for i in places {
+                        let index = refs[i].index as usize;
+                        out[i] = match blob.reports.get(index) {
+                            Some(bytes) => StoredReport::decode(bytes.as_slice())
+                                .map(Some)
+                                .map_err(|e| StoreError::Corrupt {
+                                    key: format!("b{batch}[{index}]"),
+                                    why: e.to_string(),
+                                }),
+                            None => Err(StoreError::Corrupt {
+                                key: format!("b{batch}[{index}]"),
+                                why: format!("the blob holds {} reports", blob.reports.len()),
+                            }),
+                        };
+                    }
+                }
+                Err(e) => {
+                    let (key, why) = match e {
+                        StoreError::Corrupt { key, why } => (key, why),
+                        other => (format!("b{batch}"), other.to_string()),
+                    };
+                    for i in places {
+                        out[i] = Err(StoreError::Corrupt {
+                            key: key.clone(),
+                            why: why.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Where a connector's report is kept, if it is.
+    pub(super) fn reference(
+        &self,
+        id: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<Option<StoredRef>, StoreError> {
+        let key = index_key(id, epoch, seq);
+        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    /// A connector's history, oldest first, at most `limit` of the newest entries,
+    /// received at or after `since_ms`.
+    pub fn history(
+        &self,
+        id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::HistoryItem>, StoreError> {
+        let prefix = index_prefix(id);
+        let mut found = Vec::new();
+        for item in self.db.scan_prefix(&prefix).rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Some((epoch, seq)) = epoch_seq(&k[prefix.len()..]) else {
+                continue;
+            };
+            let reference: StoredRef = decode(&k, &v)?;
+            if reference.received_ms < since_ms {
+                continue;
+            }
+            found.push((epoch, seq, reference));
+        }
+        let refs: Vec<StoredRef> = found.iter().map(|(_, _, r)| r.clone()).collect();
+        let mut out = Vec::with_capacity(found.len());
+        for ((epoch, seq, _), stored) in found.into_iter().zip(self.fetch(&refs)) {
+            if let Some(stored) = stored? {
+                out.push(super::HistoryItem { epoch, seq, stored });
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Removes history received before `cutoff_ms`, looking at no more than `limit`
+    /// entries from `from` on (the start when `None`): first the index entries, then
+    /// the blobs whose every report is expired. Returns how many entries were removed
+    /// and where to continue (`None` once a pass is complete), so pruning a large
+    /// store never stalls ingest for long.
+    pub fn prune_history(
+        &self,
+        cutoff_ms: i64,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        let start = from.map_or_else(|| vec![INDEX], <[u8]>::to_vec);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        let mut next = None;
+        if start.first() == Some(&INDEX) {
+            for (seen, item) in self.db.range(start..vec![INDEX + 1]).enumerate() {
+                let (k, v) = item?;
+                if seen == limit {
+                    next = Some(k.to_vec());
+                    break;
+                }
+                // A damaged entry is kept for `backup`/inspection rather than silently
+                // removed.
+                if let Ok(r) = decode::<StoredRef>(&k, &v)
+                    && r.received_ms < cutoff_ms
+                {
+                    batch.remove(k);
+                    removed += 1;
+                }
+            }
+            if next.is_none() {
+                next = Some(vec![BLOB]);
+            }
+        } else {
+            // Blobs are numbered in commit order, so the expired ones come first; the
+            // walk stops at the first blob that still holds a live report.
+            for (seen, item) in self.db.range(start..vec![BLOB + 1]).enumerate() {
+                let (k, v) = item?;
+                if seen == limit {
+                    next = Some(k.to_vec());
+                    break;
+                }
+                match decode::<StoredBlob>(&k, &v) {
+                    Ok(b) if b.newest_received_ms < cutoff_ms => {
+                        batch.remove(k);
+                        removed += 1;
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+        }
+        if removed > 0 {
+            self.db.apply_batch(batch)?;
+        }
+        Ok((removed, next))
+    }
+
+    /// Moves history entries of schema 3 and older (one whole report per key) into
+    /// blobs and index entries, a chunk per atomic step, so an interrupted upgrade
+    /// resumes where it stopped. Damaged entries are left where they are and logged.
+    /// Returns how many entries were moved.
+    pub(super) fn migrate_legacy_history(&self) -> Result<usize, StoreError> {
+        let total = self.db.scan_prefix([LEGACY]).count();
+        if total == 0 {
+            return Ok(0);
+        }
+        tracing::info!(
+            entries = total,
+            "upgrading the store: moving history into compressed blobs"
+        );
+        let mut moved = 0;
+        let mut after: Vec<u8> = vec![LEGACY];
+        loop {
+            let mut chunk = Vec::with_capacity(MIGRATE_CHUNK);
+            for item in self.db.range(after.clone()..vec![LEGACY + 1]) {
+                let (k, v) = item?;
+                if k.as_ref() == after.as_slice() {
+                    continue;
+                }
+                chunk.push((k, v));
+                if chunk.len() == MIGRATE_CHUNK {
+                    break;
+                }
+            }
+            let Some((last, _)) = chunk.last() else {
+                break;
+            };
+            after = last.to_vec();
+            let batch_no = self.next_batch.fetch_add(1, Relaxed);
+            let mut blob = BlobBuilder::new();
+            let mut batch = sled::Batch::default();
+            for (k, v) in &chunk {
+                let stored = match decode::<StoredReport>(k, v) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a history entry is damaged; it is left as it is and no longer shown");
+                        continue;
+                    }
+                };
+                let Some(payload) = v.get(5..) else { continue };
+                let index = blob.push_encoded(stored.received_ms, payload);
+                let mut new_key = k.to_vec();
+                new_key[0] = INDEX;
+                batch.insert(
+                    new_key,
+                    encode(&StoredRef {
+                        batch: batch_no,
+                        index,
+                        received_ms: stored.received_ms,
+                    }),
+                );
+                batch.remove(k.clone());
+                moved += 1;
+            }
+            if blob.count > 0 {
+                batch.insert(&blob_key(batch_no), blob.finish()?);
+            }
+            self.db.apply_batch(batch)?;
+            if moved % (MIGRATE_CHUNK * 100) < MIGRATE_CHUNK {
+                tracing::info!(moved, of = total, "upgrading the store");
+            }
+        }
+        self.db.flush()?;
+        tracing::info!(moved, "store upgraded: history is kept in compressed blobs");
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+use crate::store::tests::write;
+use crate::store::{SCHEMA_KEY, SCHEMA_VERSION};
+use connwatch_shared::wire::Report;
+use std::path::Path;
+
+fn open(dir: &Path) -> Store {
+    let start = std::time::Instant::now();
+    loop {
+        match Store::open(dir, 1 << 20) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() > std::time::Duration::from_secs(5) => {
+                panic!("open: {e}")
+            }
+            // sled's flusher can hold the lock a moment after the last handle is gone.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+fn seqs(store: &Store, id: &str, since: i64, limit: usize) -> Vec<u64> {
+    store
+        .history(id, since, limit)
+        .expect("history")
+        .iter()
+        .map(|h| h.seq)
+        .collect()
+}
+
+/// A report the size and shape of a real one: services, endpoints, a certificate.
+fn realistic(id: &str, seq: u64) -> Report {
+    use connwatch_shared::wire as w;
+    Report {
+        seq,
+        epoch: 1,
+        group: "branch-offices".into(),
+        collected_at_ms: 1_700_000_000_000 + seq as i64 * 30_000,
+        services: ["WAPCSvc", "WAPCUpdaterSvc"]
+            .iter()
+            .map(|n| w::ServiceStatus {
+                name: (*n).into(),
+                pid: 4000 + seq as u32 % 7,
+                uptime_s: seq * 30,
+                source: "scm".into(),
+                ..Default::default()
+            })
+            .collect(),
+        endpoints: (0..5)
+            .map(|i| w::EndpointCheck {
+                name: format!("tenant-{i}"),
+                address: format!("{id}-tenant{i}.msappproxy.net:443"),
+                latency_ms: (seq as u32 * 7 + i) % 90,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn history_spans_blobs_and_reopens_without_reusing_blob_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        store
+            .apply(&[write("a", 1, 1), write("b", 1, 1), write("a", 1, 2)])
+            .expect("apply");
+        store.apply(&[write("a", 1, 3)]).expect("apply");
+        store.flush().await.expect("flush");
+    }
+    let store = open(dir.path());
+    store
+        .apply(&[write("a", 1, 4)])
+        .expect("apply after reopen");
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2, 3, 4]);
+    assert_eq!(seqs(&store, "a", 0, 2), [3, 4], "the newest, oldest first");
+    assert_eq!(
+        seqs(&store, "a", 1003, 10),
+        [3, 4],
+        "received_ms = 1000 + seq"
+    );
+    assert_eq!(seqs(&store, "b", 0, 10), [1]);
+    let blobs = store.db.scan_prefix([BLOB]).count();
+    assert_eq!(blobs, 3, "one blob per applied group");
+    let latest = store.connectors().expect("connectors");
+    assert_eq!(latest[0].1.latest.as_ref().map(|r| r.seq), Some(4));
+}
+
+#[tokio::test]
+async fn a_group_of_reports_is_stored_compressed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let writes: Vec<Write> = (0..500)
+        .map(|i| {
+            let id = format!("conn-{i:03}.corp.example.com");
+            let mut w = write(&id, 1, 1);
+            w.entry.latest = Some(realistic(&id, i));
+            w
+        })
+        .collect();
+    let raw: usize = writes
+        .iter()
+        .filter_map(|w| w.entry.latest.as_ref())
+        .map(Message::encoded_len)
+        .sum();
+    store.apply(&writes).expect("apply");
+    let (_, blob) = store
+        .db
+        .scan_prefix([BLOB])
+        .next()
+        .expect("a blob")
+        .expect("read");
+    assert!(
+        blob.len() * 4 < raw,
+        "{} bytes of reports took {} compressed",
+        raw,
+        blob.len()
+    );
+    let back = store
+        .history("conn-123.corp.example.com", 0, 5)
+        .expect("history");
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0].stored.report,
+        Some(realistic("conn-123.corp.example.com", 123))
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_blob_is_named_and_does_not_hide_other_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.apply(&[write("a", 1, 1)]).expect("apply");
+    store.apply(&[write("a", 1, 2)]).expect("apply");
+    let mut v = store
+        .db
+        .get(blob_key(1))
+        .expect("get")
+        .expect("blob")
+        .to_vec();
+    let last = v.len() - 1;
+    v[last] ^= 0x55;
+    store.db.insert(blob_key(1), v).expect("insert");
+    let err = store.history("a", 0, 10).expect_err("damage").to_string();
+    assert!(err.contains("checksum") && err.contains("b1"), "{err}");
+    assert_eq!(seqs(&store, "a", 0, 1), [2], "the other blob still reads");
+}
+
+fn legacy_key(id: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    let mut k = index_key(id, epoch, seq);
+    k[0] = LEGACY;
+    k
+}
+
+fn legacy_value(seq: u64) -> Vec<u8> {
+    encode(&StoredReport {
+        received_ms: 1000 + seq as i64,
+        report: Some(Report {
+            epoch: 1,
+            seq,
+            group: "g".into(),
+            ..Default::default()
+        }),
+    })
+}
+
+#[tokio::test]
+async fn opening_a_schema_3_store_moves_its_history_into_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // As schema 3 left it: one whole report per `h` key, one of them damaged.
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .expect("sled");
+        db.insert(SCHEMA_KEY, &3u32.to_be_bytes()).expect("insert");
+        for seq in 1..=2500 {
+            db.insert(legacy_key("a", 1, seq), legacy_value(seq))
+                .expect("insert");
+        }
+        db.insert(legacy_key("b", 1, 1), b"\x01damaged".to_vec())
+            .expect("insert");
+        let mut entry = write("a", 1, 2500).entry;
+        entry.latest = None;
+        db.insert(crate::store::connector_key("a"), encode(&entry))
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let version = store.db.get(SCHEMA_KEY).expect("get").expect("version");
+    assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    assert_eq!(seqs(&store, "a", 0, 3), [2498, 2499, 2500]);
+    assert_eq!(store.history("a", 0, 5000).expect("all").len(), 2500);
+    let left: Vec<_> = store
+        .db
+        .scan_prefix([LEGACY])
+        .map(|i| i.expect("read").0.to_vec())
+        .collect();
+    assert_eq!(
+        left,
+        [legacy_key("b", 1, 1)],
+        "only the damaged entry stays"
+    );
+    assert_eq!(
+        store.db.scan_prefix([BLOB]).count(),
+        3,
+        "1024 entries per blob"
+    );
+    let latest = store.connectors().expect("connectors");
+    assert_eq!(latest[0].1.latest.as_ref().map(|r| r.seq), Some(2500));
+    // New groups continue after the migrated blobs.
+    store.apply(&[write("a", 1, 2501)]).expect("apply");
+    assert_eq!(seqs(&store, "a", 0, 2), [2500, 2501]);
+}
+
+#[tokio::test]
+async fn restoring_a_schema_3_backup_moves_its_history_into_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (1..=3)
+        .map(|seq| (legacy_key("a", 1, seq), legacy_value(seq)))
+        .chain([(SCHEMA_KEY.to_vec(), 3u32.to_be_bytes().to_vec())])
+        .collect();
+    assert_eq!(store.restore(&records).await.expect("restore"), 4);
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2, 3]);
+    assert_eq!(store.db.scan_prefix([LEGACY]).count(), 0);
+    let version = store.db.get(SCHEMA_KEY).expect("get").expect("version");
+    assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    store.apply(&[write("a", 1, 4)]).expect("apply");
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2, 3, 4]);
+}
