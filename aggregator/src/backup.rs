@@ -156,6 +156,10 @@ mod tests {
         assert_eq!(read(&flipped), Err(BackupError::Checksum));
         let mut length = good.clone();
         length[MAGIC.len() + 1] ^= 1;
-        assert_eq!(read(&length), Err(BackupError::Checksum), "a damaged length");
+        assert_eq!(
+            read(&length),
+            Err(BackupError::Checksum),
+            "a damaged length"
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::alert::{self, Hub, service::AlertsService};
 use crate::auth::RequireRole;
 use crate::config::Config;
 use crate::fleet::{Fleet, SharedFleet};
-use crate::ingest::{service::IngestService, writer};
+use crate::ingest::{route::IngestRoute, service::IngestService, writer};
 use crate::listener::{self, ServerTls};
 use crate::metrics::{self, Metrics};
 use crate::query::QueryService;
@@ -20,7 +20,6 @@ use anyhow::Context;
 use connwatch_shared::identity::Role;
 use connwatch_shared::wire::admin_server::AdminServer;
 use connwatch_shared::wire::alerts_server::AlertsServer;
-use connwatch_shared::wire::ingest_server::IngestServer;
 use connwatch_shared::wire::query_server::QueryServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -170,8 +169,7 @@ pub async fn serve(
         None => None,
     };
 
-    let ingest = IngestServer::new(IngestService::new(tx, metrics.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = IngestRoute::new(IngestService::new(tx, metrics.clone()), MAX_MESSAGE_BYTES);
     let query = QueryServer::new(QueryService::new(
         fleet,
         store.clone(),
@@ -182,7 +180,7 @@ pub async fn serve(
     let alerts =
         AlertsServer::new(AlertsService::new(hub)).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IngestServer<IngestService>>().await;
+    health.set_serving::<IngestRoute>().await;
     health.set_serving::<QueryServer<QueryService>>().await;
     health.set_serving::<AlertsServer<AlertsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()

@@ -206,6 +206,8 @@ pub struct Write {
     pub entry: StoredConnector,
     /// When the report arrived (aggregator clock).
     pub received_ms: i64,
+    /// The report encoded, as it arrived: history keeps these bytes.
+    pub raw: bytes::Bytes,
 }
 
 /// A history entry's identity and times, for listings.
@@ -539,10 +541,11 @@ mod tests {
                 group: "g".into(),
                 epoch,
                 last_seq: seq,
-                latest: Some(report),
+                latest: Some(report.clone()),
                 ..Default::default()
             },
             received_ms: 1000 + seq as i64,
+            raw: report.encode_to_vec().into(),
         }
     }
 
@@ -585,6 +588,7 @@ mod tests {
         let mut w = write("a", 3, 9);
         if let Some(r) = w.entry.latest.as_mut() {
             r.group = "group-a".into();
+            w.raw = r.encode_to_vec().into();
         }
         store.apply(&[w]).expect("apply");
         let raw = store

@@ -35,7 +35,8 @@ pub fn writes(pool: &[Body], connectors: &[String], first_seq: u64, n: usize) ->
         .map(|i| {
             let connector = connectors[i % connectors.len()].clone();
             let seq = first_seq + i as u64;
-            let report = decoded(&pool[seq as usize % pool.len()], 1, seq);
+            let body = &pool[seq as usize % pool.len()];
+            let report = decoded(body, 1, seq);
             let entry = StoredConnector {
                 group: report.group.clone(),
                 first_seen_ms: now,
@@ -50,6 +51,7 @@ pub fn writes(pool: &[Body], connectors: &[String], first_seq: u64, n: usize) ->
                 connector,
                 entry,
                 received_ms: now,
+                raw: crate::load::frame(body, 1, seq),
             }
         })
         .collect()

@@ -7,13 +7,13 @@
 //! writers with one certificate must not interleave). Each identity is paced by a
 //! token bucket; a collector over its rate is slowed down, not refused.
 
+use super::route::Received;
 use super::writer::Submission;
 use crate::auth;
 use crate::metrics::Metrics;
 use connwatch_shared::time::now_ms;
 use connwatch_shared::validate::validate_report;
-use connwatch_shared::wire::ingest_server::Ingest;
-use connwatch_shared::wire::{Ack, AckOutcome, Report};
+use connwatch_shared::wire::{Ack, AckOutcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,14 +144,13 @@ fn explain_stream_error(status: Status) -> Status {
     status
 }
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type StreamStream = ReceiverStream<Result<Ack, Status>>;
-
-    async fn stream(
+impl IngestService {
+    /// Serves one collector's report stream: acks in order, each once its report is
+    /// durable (or at once when it is rejected).
+    pub async fn stream(
         &self,
-        request: Request<Streaming<Report>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+        request: Request<Streaming<Received>>,
+    ) -> Result<Response<ReceiverStream<Result<Ack, Status>>>, Status> {
         let who = auth::caller(&request)?;
         let connector = who.name;
         let span = tracing::info_span!("stream", connector = %connector);
@@ -229,10 +228,11 @@ impl Ingest for IngestService {
 async fn accept(
     writer: &mpsc::Sender<Submission>,
     connector: &str,
-    report: Report,
+    received: Received,
     metrics: &Metrics,
 ) -> Pending {
     let received_ms = now_ms();
+    let Received { raw, report } = received;
     let seq = report.seq;
     if let Err(e) = validate_report(&report, received_ms) {
         tracing::warn!(seq, error = %e, "report rejected");
@@ -245,6 +245,7 @@ async fn accept(
     let submission = Submission {
         connector: connector.to_string(),
         report,
+        raw,
         received_ms,
         reply,
     };

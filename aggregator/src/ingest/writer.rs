@@ -25,6 +25,8 @@ pub struct Submission {
     pub connector: String,
     /// The validated report.
     pub report: Report,
+    /// The same report as it arrived, which is what the store keeps.
+    pub raw: bytes::Bytes,
     /// When it arrived.
     pub received_ms: i64,
     /// Where the outcome goes: stored or duplicate, or the store's failure.
@@ -258,6 +260,7 @@ async fn commit(
             let Submission {
                 connector,
                 report,
+                raw,
                 received_ms,
                 reply,
             } = s;
@@ -295,6 +298,7 @@ async fn commit(
                 connector,
                 entry,
                 received_ms,
+                raw,
             });
             replies.push((reply, AckOutcome::Stored));
         }

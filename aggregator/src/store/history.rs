@@ -106,24 +106,26 @@ struct BlobBuilder {
 }
 
 impl BlobBuilder {
-    fn new() -> BlobBuilder {
+    fn with_capacity(bytes: usize) -> BlobBuilder {
         BlobBuilder {
-            raw: Vec::new(),
+            raw: Vec::with_capacity(bytes),
             count: 0,
             newest_ms: i64::MIN,
         }
     }
 
-    /// Adds a report; returns its place.
-    fn push(&mut self, received_ms: i64, report: Option<&connwatch_shared::wire::Report>) -> u32 {
+    /// Adds a report, given encoded, as a [`StoredReport`]; returns its place.
+    fn push(&mut self, received_ms: i64, report: &[u8]) -> u32 {
         let len = encoding::int64::encoded_len(1, &received_ms)
-            + report.map_or(0, |r| encoding::message::encoded_len(2, r));
+            + encoding::key_len(2)
+            + encoding::encoded_len_varint(report.len() as u64)
+            + report.len();
         encoding::encode_key(1, WireType::LengthDelimited, &mut self.raw);
         encoding::encode_varint(len as u64, &mut self.raw);
         encoding::int64::encode(1, &received_ms, &mut self.raw);
-        if let Some(r) = report {
-            encoding::message::encode(2, r, &mut self.raw);
-        }
+        encoding::encode_key(2, WireType::LengthDelimited, &mut self.raw);
+        encoding::encode_varint(report.len() as u64, &mut self.raw);
+        self.raw.extend_from_slice(report);
         self.newest_ms = self.newest_ms.max(received_ms);
         self.count += 1;
         self.count - 1
@@ -175,9 +177,9 @@ impl Store {
         }
         let batch_no = self.next_batch.fetch_add(1, Relaxed);
         let mut batch = sled::Batch::default();
-        let mut blob = BlobBuilder::new();
+        let mut blob = BlobBuilder::with_capacity(writes.iter().map(|w| w.raw.len() + 16).sum());
         for w in writes {
-            let index = blob.push(w.received_ms, w.entry.latest.as_ref());
+            let index = blob.push(w.received_ms, &w.raw);
             let reference = StoredRef {
                 batch: batch_no,
                 index,
@@ -404,7 +406,7 @@ impl Store {
             };
             after = last.to_vec();
             let batch_no = self.next_batch.fetch_add(1, Relaxed);
-            let mut blob = BlobBuilder::new();
+            let mut blob = BlobBuilder::with_capacity(0);
             let mut batch = sled::Batch::default();
             for (k, v) in &chunk {
                 let stored = match decode::<StoredReport>(k, v) {

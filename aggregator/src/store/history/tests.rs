@@ -94,15 +94,13 @@ async fn a_group_of_reports_is_stored_compressed() {
         .map(|i| {
             let id = format!("conn-{i:03}.corp.example.com");
             let mut w = write(&id, 1, 1);
-            w.entry.latest = Some(realistic(&id, i));
+            let report = realistic(&id, i);
+            w.raw = report.encode_to_vec().into();
+            w.entry.latest = Some(report);
             w
         })
         .collect();
-    let raw: usize = writes
-        .iter()
-        .filter_map(|w| w.entry.latest.as_ref())
-        .map(Message::encoded_len)
-        .sum();
+    let raw: usize = writes.iter().map(|w| w.raw.len()).sum();
     store.apply(&writes).expect("apply");
     let (_, blob) = store
         .db
@@ -229,4 +227,23 @@ async fn restoring_a_schema_3_backup_moves_its_history_into_blobs() {
     assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
     store.apply(&[write("a", 1, 4)]).expect("apply");
     assert_eq!(seqs(&store, "a", 0, 10), [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn history_keeps_the_bytes_as_they_arrived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut w = write("a", 1, 1);
+    // A field this build does not know, as a newer collector might send it.
+    let mut raw = w.raw.to_vec();
+    encoding::string::encode(999, &"from a newer collector".to_string(), &mut raw);
+    w.raw = raw.clone().into();
+    store.apply(&[w]).expect("apply");
+    let blob = store.blob(1).expect("read").expect("blob");
+    let stored = &blob.reports[0];
+    assert!(
+        stored.windows(raw.len()).any(|part| part == raw.as_slice()),
+        "the report's bytes are kept whole"
+    );
+    assert_eq!(seqs(&store, "a", 0, 1), [1], "and still decode");
 }
