@@ -36,7 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .message_attribute(".connwatch.v1", "#[derive(serde::Serialize)]");
+        .message_attribute(".connwatch.v1", "#[derive(serde::Serialize)]")
+        // Written out so a server can send rows it encoded earlier (see listing.rs).
+        .extern_path(
+            ".connwatch.v1.ListConnectorsResponse",
+            "crate::listing::ListConnectorsResponse",
+        );
     for (field, func) in ENUM_FIELDS {
         builder = builder.field_attribute(
             field,

@@ -43,12 +43,24 @@ impl SharedFleet {
     /// about. Both here and in [`SharedFleet::evaluated`] the fleet lock is taken
     /// before the rollup's, so the two cannot deadlock.
     pub fn upsert(&self, entries: impl IntoIterator<Item = (String, StoredConnector)>) {
-        let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
-        let mut rollup = self.lock_rollup();
-        for (id, entry) in entries {
-            rollup.mark(&id);
-            fleet.connectors.insert(id, entry);
+        // The entries replaced are dropped after the locks are released: freeing a
+        // thousand reports is a good part of a commit's fleet update, and readers
+        // wait for none of it.
+        let mut replaced = Vec::new();
+        {
+            let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
+            let mut rollup = self.lock_rollup();
+            for (id, entry) in entries {
+                rollup.mark(&id);
+                match fleet.connectors.get_mut(&id) {
+                    Some(slot) => replaced.push(std::mem::replace(slot, entry)),
+                    None => {
+                        fleet.connectors.insert(id, entry);
+                    }
+                }
+            }
         }
+        drop(replaced);
     }
 
     /// Runs `f` on the fleet and its evaluation as of `now_ms` (or as of the latest

@@ -109,7 +109,11 @@ fn connector_summary(c: &ConnectorEval, fleet: &crate::fleet::Fleet) -> w::Conne
     summary_of(c, fleet.connectors.get(&c.id))
 }
 
-fn summary_of(c: &ConnectorEval, entry: Option<&StoredConnector>) -> w::ConnectorSummary {
+/// A connector's listing row.
+pub(crate) fn summary_of(
+    c: &ConnectorEval,
+    entry: Option<&StoredConnector>,
+) -> w::ConnectorSummary {
     w::ConnectorSummary {
         id: c.id.clone(),
         group: c.group.clone(),
@@ -129,27 +133,6 @@ fn summary_of(c: &ConnectorEval, entry: Option<&StoredConnector>) -> w::Connecto
             .unwrap_or_default(),
         finding_count: u32::try_from(c.findings.len()).unwrap_or(u32::MAX),
     }
-}
-
-fn listing<'a>(
-    connectors: impl Iterator<Item = &'a ConnectorEval>,
-    fleet: &crate::fleet::Fleet,
-) -> Vec<w::ConnectorSummary> {
-    // Both come in id order, so walk them side by side instead of looking each row up.
-    let mut entries = fleet.connectors.iter().peekable();
-    connectors
-        .map(|c| {
-            while entries
-                .next_if(|(id, _)| id.as_str() < c.id.as_str())
-                .is_some()
-            {}
-            let entry = entries
-                .peek()
-                .filter(|(id, _)| **id == c.id)
-                .map(|(_, e)| *e);
-            summary_of(c, entry)
-        })
-        .collect()
 }
 
 fn group_detail(
@@ -240,22 +223,27 @@ impl Query for QueryService {
                 ))
             })?)
         };
-        let keep = |c: &&ConnectorEval| {
+        let keep = |(c, _): &(&ConnectorEval, &bytes::Bytes)| {
             (!req.unhealthy || !c.active || c.health != Health::Healthy)
                 && code.is_none_or(|code| c.findings.iter().any(|f| f.code == code))
         };
-        let connectors = self.fleet.evaluated(now_ms(), &self.rules, |fleet, r| {
+        // Rows are kept encoded by the rollup; a listing takes a reference to each.
+        let row = |(_, row): (&ConnectorEval, &bytes::Bytes)| row.clone();
+        let encoded = self.fleet.evaluated(now_ms(), &self.rules, |_, r| {
             if group.is_empty() {
-                return Ok(listing(r.connectors().filter(keep), fleet));
+                return Ok(r.rows().filter(keep).map(row).collect());
             }
             if r.group(&group).is_none() {
                 return Err(Status::not_found(format!(
                     "no group `{group}`: run `connwatch-aggregator status` to list the groups"
                 )));
             }
-            Ok(listing(r.members(&group).filter(keep), fleet))
+            Ok(r.member_rows(&group).filter(keep).map(row).collect())
         })?;
-        Ok(Response::new(w::ListConnectorsResponse { connectors }))
+        Ok(Response::new(w::ListConnectorsResponse {
+            connectors: Vec::new(),
+            encoded,
+        }))
     }
 
     async fn get_connector(

@@ -12,7 +12,9 @@ use crate::config::RulesConfig;
 use crate::fleet::Fleet;
 use crate::rules::{self, ConnectorEval, Contribution, GroupContext, GroupEval, GroupFacts};
 use crate::version::Version;
+use bytes::Bytes;
 use connwatch_shared::finding::{Code, Finding, Severity};
+use prost::Message;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -22,6 +24,10 @@ use std::sync::Arc;
 struct Slot {
     eval: ConnectorEval,
     valid_until: i64,
+    /// Its listing row, encoded when it is evaluated: everything in a row changes
+    /// only then, and a listing of the whole fleet then copies bytes instead of
+    /// building and encoding a message per connector under the fleet's locks.
+    row: Bytes,
 }
 
 /// What a group needs of a member.
@@ -221,8 +227,17 @@ impl Rollup {
             self.expiry.insert((valid_until, id.to_string()));
         }
         self.index(&eval.findings, CONNECTOR, true);
-        self.slots
-            .insert(id.to_string(), Slot { eval, valid_until });
+        let row = crate::query::summary_of(&eval, Some(entry))
+            .encode_to_vec()
+            .into();
+        self.slots.insert(
+            id.to_string(),
+            Slot {
+                eval,
+                valid_until,
+                row,
+            },
+        );
     }
 
     fn evaluate_group(&mut self, name: &str, now_ms: i64, cfg: &RulesConfig) {
@@ -281,6 +296,23 @@ impl Rollup {
     /// Every live connector, by id.
     pub fn connectors(&self) -> impl Iterator<Item = &ConnectorEval> {
         self.slots.values().map(|s| &s.eval)
+    }
+
+    /// Every live connector, by id, with its encoded listing row.
+    pub fn rows(&self) -> impl Iterator<Item = (&ConnectorEval, &Bytes)> {
+        self.slots.values().map(|s| (&s.eval, &s.row))
+    }
+
+    /// A group's live members, by id, with their encoded listing rows.
+    pub fn member_rows<'a>(
+        &'a self,
+        group: &str,
+    ) -> impl Iterator<Item = (&'a ConnectorEval, &'a Bytes)> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(|g| g.members.keys())
+            .filter_map(|id| self.slots.get(id).map(|s| (&s.eval, &s.row)))
     }
 
     /// One live connector.

@@ -8,9 +8,11 @@
 #[allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 pub mod v1 {
     tonic::include_proto!("connwatch.v1");
+    pub use crate::listing::ListConnectorsResponse;
 }
 
 pub mod enum_names;
+pub mod listing;
 
 /// The encoded file descriptor set, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("connwatch_descriptor");

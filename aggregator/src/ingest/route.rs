@@ -13,13 +13,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The one method of the service.
 const STREAM_PATH: &str = "/connwatch.v1.Ingest/Stream";
+/// Each stream keeps a read and a write buffer for as long as its collector stays
+/// connected, which at fleet scale is tens of thousands of them: tonic's 8 KiB
+/// defaults were a quarter of an idle connection's memory. Reports are ~1.5 KiB and
+/// acks a few bytes; either buffer grows when a message needs it.
+const READ_BUFFER: usize = 2 * 1024;
+const WRITE_BUFFER: usize = 256;
+/// tonic's default: how much encoded output a stream may gather before it yields.
+const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// A report as it arrived: its encoding and what it decodes to.
 #[derive(Debug, Clone)]
@@ -65,6 +73,10 @@ impl Encoder for AckEncoder {
         item.encode(buf)
             .map_err(|e| Status::internal(format!("cannot encode an ack: {e}")))
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(WRITE_BUFFER, YIELD_THRESHOLD)
+    }
 }
 
 impl Decoder for ReceivedDecoder {
@@ -77,6 +89,10 @@ impl Decoder for ReceivedDecoder {
         let report = Report::decode(raw.clone())
             .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
         Ok(Some(Received { raw, report }))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(READ_BUFFER, YIELD_THRESHOLD)
     }
 }
 

@@ -243,7 +243,7 @@ impl RestartOnSpace {
 }
 
 async fn commit(
-    store: &Store,
+    store: &Arc<Store>,
     fleet: &SharedFleet,
     batch: Vec<Submission>,
     metrics: &Metrics,
@@ -305,7 +305,27 @@ async fn commit(
     }
     if !writes.is_empty() {
         let started = std::time::Instant::now();
-        let result = match store.apply(&writes) {
+        // Applying a full group is milliseconds of CPU; on a runtime worker it would
+        // hold up every stream and query task queued behind it.
+        let applied = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = store.apply(&writes);
+                (writes, r)
+            })
+            .await
+        };
+        let (writes, applied) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                let why = format!("the store's apply task failed: {e}");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(why.clone()));
+                }
+                return Err(why);
+            }
+        };
+        let result = match applied {
             Ok(()) => flush_watched(store, metrics).await,
             Err(e) => Err(e),
         };

@@ -227,6 +227,18 @@ fn run(ops: &[Op], cfg: &Arc<RulesConfig>) -> Result<(), TestCaseError> {
             (all.len(), critical, warning)
         );
         prop_assert_eq!(rollup.top_findings(2).0.len(), all.len().min(2));
+        // Listing rows are kept encoded: each must be what the row would be now.
+        for (eval, row) in rollup.rows() {
+            let fresh = crate::query::summary_of(eval, fleet.connectors.get(&eval.id));
+            let kept = connwatch_shared::wire::ConnectorSummary::decode(row.as_ref());
+            prop_assert_eq!(
+                kept.ok(),
+                Some(fresh),
+                "row of {} at step {}",
+                &eval.id,
+                step
+            );
+        }
         let kept = normalised(rollup.to_evaluation());
         let fresh = normalised(reference);
         if kept != fresh {
