@@ -4,6 +4,10 @@
 //! renewed CA bundle or server certificate takes effect for new connections without a
 //! restart; open connections keep the configuration they were accepted with.
 //! tonic's built-in TLS cannot do this: its configuration is fixed at start.
+//!
+//! Finished connections are sorted by who is on the other end: operators' go to a
+//! server on a runtime of their own, so a status query does not queue behind
+//! thousands of collectors' report streams when ingest saturates the machine.
 
 use connwatch_shared::tls::{TlsError, TlsFiles};
 use std::path::PathBuf;
@@ -60,15 +64,45 @@ impl ServerTls {
     }
 }
 
+/// A stream of connections whose TLS handshake succeeded.
+pub type Connections = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+
+/// Finished connections, by who is on the other end.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Collectors' connections, and any whose role is not an operator's.
+    pub collectors: Connections,
+    /// Operators' connections.
+    pub operators: Connections,
+}
+
+/// The identity SAN of an operator certificate starts with this.
+const OPERATOR_URI: &[u8] = b"connwatch://operator/";
+
+/// Whether the client's certificate names an operator. This only picks the server
+/// that handles the connection; the services still check the role of every call
+/// from the parsed certificate. A search of the DER for the SAN's bytes is enough for
+/// that and costs a microsecond, where parsing the certificate again would add to
+/// every handshake of a reconnect storm.
+fn is_operator(stream: &TlsStream<TcpStream>) -> bool {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .is_some_and(|leaf| {
+            leaf.as_ref()
+                .windows(OPERATOR_URI.len())
+                .any(|w| w == OPERATOR_URI)
+        })
+}
+
 /// Accepts connections on `listener` until `stop`, yielding each one whose handshake
-/// succeeded. Failed handshakes (wrong CA, expired certificate, no certificate) are
-/// logged at debug level and dropped: the client sees the TLS alert.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Arc<ServerTls>,
-    stop: CancellationToken,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+/// succeeded, sorted by role. Failed handshakes (wrong CA, expired certificate, no
+/// certificate) are logged at debug level and dropped: the client sees the TLS alert.
+pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationToken) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
+    let (op_tx, op_rx) = mpsc::channel(8);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -89,8 +123,12 @@ pub fn incoming(
             let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
             let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let op_tx = op_tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) if is_operator(&stream) => {
+                        let _ = op_tx.send(Ok(stream)).await;
+                    }
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
@@ -100,5 +138,8 @@ pub fn incoming(
             });
         }
     });
-    ReceiverStream::new(rx)
+    Incoming {
+        collectors: ReceiverStream::new(rx),
+        operators: ReceiverStream::new(op_rx),
+    }
 }

@@ -217,11 +217,27 @@ pub async fn serve(
     ready(addr);
 
     let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
+    let incoming = listener::incoming(listener, tls, shutdown.clone());
+    // Operators' connections get the same services on a runtime of their own: with
+    // the workers busy with report streams, a query would otherwise wait its turn
+    // behind them (status p99 12-27 ms at half of ingest saturation, against 5).
+    let operator_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("connwatch-operator")
+        .enable_all()
+        .build()
+        .context("cannot start the operator runtime")?;
+    let operator_server = server
+        .clone()
+        .serve_with_incoming_shutdown(incoming.operators, shutdown.clone().cancelled_owned());
+    let operators = operator_runtime.spawn(async move {
+        if let Err(e) = operator_server.await {
+            tracing::error!(error = %e, "the server for operators' connections failed; queries are refused until a restart");
+        }
+    });
     let stopping = shutdown.clone();
-    let serving = server.serve_with_incoming_shutdown(
-        listener::incoming(listener, tls, shutdown.clone()),
-        stopping.cancelled_owned(),
-    );
+    let serving =
+        server.serve_with_incoming_shutdown(incoming.collectors, stopping.cancelled_owned());
     tokio::pin!(serving);
     // Long-lived report streams never end on their own: once shutdown starts, give
     // them a grace period, then drop the server and its connections.
@@ -234,6 +250,9 @@ pub async fn serve(
     };
     side_stop.cancel();
     reloader.abort();
+    operators.abort();
+    // Not dropped: dropping a runtime blocks, which an async task must not do.
+    operator_runtime.shutdown_background();
     if restart_requested.load(std::sync::atomic::Ordering::Relaxed) {
         // The store failed: another flush would only wait forever, and sled flushes
         // when its last handle drops, so one handle is leaked on purpose and the
