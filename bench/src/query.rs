@@ -57,13 +57,10 @@ pub async fn run(bed: &Bed, n: usize, rate: f64, measure: Duration) -> anyhow::R
     let (rss_loaded, _) = rss_bytes(agg.pid()).unwrap_or_default();
 
     let (sims, _) = connect_all(&bed.pki, &agg.url(), &bed.certs, CONNECT_PARALLEL).await?;
-    let channel = Endpoint::from_shared(agg.url())?
+    let endpoint = Endpoint::from_shared(agg.url())?
         .tls_config(bed.pki.client_tls(&bed.pki.operator))?
         .initial_stream_window_size(Some(connwatch_aggregator::cli::OPERATOR_WINDOW))
-        .initial_connection_window_size(Some(connwatch_aggregator::cli::OPERATOR_WINDOW))
-        .connect()
-        .await?;
-    let mut client = QueryClient::new(channel).max_decoding_message_size(MAX_ANSWER);
+        .initial_connection_window_size(Some(connwatch_aggregator::cli::OPERATOR_WINDOW));
 
     let warmup = Duration::from_secs(1);
     let ingest = drive(
@@ -73,7 +70,12 @@ pub async fn run(bed: &Bed, n: usize, rate: f64, measure: Duration) -> anyhow::R
         warmup,
         measure * 2 + Duration::from_secs(1),
     );
-    let asks = async {
+    // The operator's client gets a thread and runtime of its own, as the CLI runs in a
+    // process of its own: on the generator's runtime its answers would wait behind a
+    // thousand simulated collectors' tasks, and the figure would be the generator's.
+    let asks = async move {
+        let channel = endpoint.connect().await?;
+        let mut client = QueryClient::new(channel).max_decoding_message_size(MAX_ANSWER);
         tokio::time::sleep(warmup).await;
         let mut status_us = Vec::new();
         let mut groups = 0;
@@ -102,8 +104,17 @@ pub async fn run(bed: &Bed, n: usize, rate: f64, measure: Duration) -> anyhow::R
         list_us.sort_unstable();
         anyhow::Ok((status_us, groups, list_us, listed))
     };
-    let (ingested, asked) = tokio::join!(ingest, asks);
-    let ingested = ingested?;
+    let operator = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(asks))
+    });
+    let ingested = ingest.await?;
+    let asked = tokio::task::spawn_blocking(move || operator.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the operator client's thread panicked"))?;
     let (status_us, groups, list_us, listed) = asked?;
     let (rss, _) = rss_bytes(agg.pid()).unwrap_or_default();
     Ok(json!({
