@@ -5,8 +5,9 @@
 //! - `m` + name: metadata (`m:schema` holds the schema version);
 //! - `c` + connector id: the registry entry ([`StoredConnector`]), without the latest
 //!   report, which is the history entry its (epoch, last seq) name;
-//! - `b` + batch number, `i` + connector id + `0x00` + epoch + seq: history, kept as
-//!   compressed blobs of reports and an index into them ([`history`]);
+//! - `b` + batch number, `i` + connector id + `0x00` + epoch + seq, `d` + id: history,
+//!   kept as compressed blobs of reports, an index into them and the compression
+//!   dictionaries ([`history`]);
 //! - `a` + fingerprint: an alert's lifecycle state ([`StoredAlert`]);
 //! - `s` + silence id: a silence ([`StoredSilence`]).
 //!
@@ -248,6 +249,8 @@ pub struct Store {
     path: PathBuf,
     /// The number of the next history blob.
     next_batch: std::sync::atomic::AtomicU64,
+    /// History's compression dictionaries.
+    dicts: std::sync::Mutex<history::Dicts>,
 }
 
 fn encode<M: Message>(m: &M) -> Vec<u8> {
@@ -333,10 +336,12 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let next_batch = Store::next_batch_after_blobs(&db)?;
+        let dicts = history::Dicts::load(&db)?;
         let store = Store {
             db,
             path: dir.to_path_buf(),
             next_batch: next_batch.into(),
+            dicts: dicts.into(),
         };
         let db = &store.db;
         match db.get(SCHEMA_KEY)? {
@@ -449,6 +454,9 @@ impl Store {
                 Some(&history::BLOB) => {
                     decode::<StoredBlob>(k, v)?;
                 }
+                Some(&history::DICT) => {
+                    decode::<history::StoredDict>(k, v)?;
+                }
                 _ => {}
             }
         }
@@ -463,6 +471,7 @@ impl Store {
             Store::next_batch_after_blobs(&self.db)?,
             std::sync::atomic::Ordering::Relaxed,
         );
+        *self.dicts.lock().unwrap_or_else(|p| p.into_inner()) = history::Dicts::load(&self.db)?;
         // A backup of an older store brings its history as it was kept then.
         self.migrate_legacy_history()?;
         self.db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;

@@ -72,12 +72,19 @@ pub async fn sled(
     let mut groups: Vec<Vec<Write>> = (0..8)
         .map(|g| writes(pool, connectors, 1 + (g * batch) as u64, batch))
         .collect();
+    // The first groups train the store's compression dictionary, as the aggregator's
+    // first reports do during its warm-up; the measurement starts after them.
+    let mut round = 0u64;
+    while (round as usize) * batch < connwatch_aggregator::store::history::TRAIN_AFTER {
+        store.apply(&groups[round as usize % 8])?;
+        store.flush().await?;
+        round += 1;
+    }
     let before_disk = crate::fixture::disk_bytes(dir);
     let me = std::process::id();
     let cpu0 = cpu_seconds(me).unwrap_or(0.0);
     let started = Instant::now();
     let mut done = 0u64;
-    let mut round = 0u64;
     while started.elapsed() < measure {
         let group = &mut groups[(round % 8) as usize];
         // Fresh sequence numbers so every round adds history, as real ingest does.

@@ -2,7 +2,8 @@
 //! blob, and each report has a small index entry naming its blob and its place there.
 //!
 //! - `b` + batch number (BE): a [`StoredBlob`], a zstd-compressed [`StoredBatch`];
-//! - `i` + connector id + `0x00` + epoch (BE) + seq (BE): a [`StoredRef`].
+//! - `i` + connector id + `0x00` + epoch (BE) + seq (BE): a [`StoredRef`];
+//! - `d` + dictionary id (u32 BE): a [`StoredDict`], a zstd dictionary blobs name.
 //!
 //! Why not one value per report: sled rewrites whole tree nodes as they change, and
 //! a node of 1.4 KB reports from many connectors is rewritten for every report that
@@ -11,18 +12,34 @@
 //! do land everywhere are ~40 bytes, and a group of reports compresses well because
 //! every connector's report has the same shape.
 //!
+//! A fleet at its usual pace commits a few reports at a time, and a blob of one
+//! report compresses only 2x on its own. So once the store has seen
+//! [`TRAIN_AFTER`] reports it trains a zstd dictionary on them, stores it in the same
+//! batch as the first blob that uses it, and compresses every later blob with it
+//! (a lone report then takes ~130 bytes instead of ~700). Blobs name their
+//! dictionary; all of them are loaded at open.
+//!
 //! Schema 3 and older kept each report whole under `h` + the same suffix as `i`;
 //! [`Store::open`] moves such entries into blobs before it returns.
 
 use super::{Store, StoreError, StoredReport, Write, decode, encode};
+use bytes::Bytes;
 use prost::Message;
 use prost::encoding::{self, WireType};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 pub(super) const BLOB: u8 = b'b';
 pub(super) const INDEX: u8 = b'i';
 pub(super) const LEGACY: u8 = b'h';
+pub(super) const DICT: u8 = b'd';
+/// Reports gathered before a dictionary is trained on them: a few MB, enough for
+/// zstd to find what reports share.
+pub const TRAIN_AFTER: usize = 2_000;
+/// The dictionary's size: zstd's usual choice.
+const DICT_BYTES: usize = 16 * 1024;
 /// zstd's fastest level: the higher ones cost several times the CPU for a few
 /// percent less on these values.
 const LEVEL: i32 = 1;
@@ -59,6 +76,112 @@ pub struct StoredBlob {
     /// The zstd frame.
     #[prost(bytes = "vec", tag = "3")]
     pub zstd: Vec<u8>,
+    /// The dictionary it was compressed with; 0 for none.
+    #[prost(uint32, tag = "4")]
+    pub dict: u32,
+}
+
+/// A zstd dictionary history blobs are compressed with.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredDict {
+    /// The dictionary, as zstd trained it.
+    #[prost(bytes = "vec", tag = "1")]
+    pub zstd_dict: Vec<u8>,
+}
+
+/// The store's compression dictionaries.
+#[derive(Default)]
+pub(super) struct Dicts {
+    /// The one new blobs use.
+    current: Option<(u32, Arc<EncoderDictionary<'static>>)>,
+    /// Every one a blob may name.
+    decoders: HashMap<u32, Arc<DecoderDictionary<'static>>>,
+    /// Reports gathered to train the first one from, until there is one.
+    samples: Vec<Bytes>,
+}
+
+impl std::fmt::Debug for Dicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dicts")
+            .field("current", &self.current.as_ref().map(|(id, _)| id))
+            .field("known", &self.decoders.len())
+            .field("samples", &self.samples.len())
+            .finish()
+    }
+}
+
+fn dict_key(id: u32) -> [u8; 5] {
+    let mut k = [DICT; 5];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl Dicts {
+    /// Every dictionary in `db`; the newest is the current one.
+    pub(super) fn load(db: &sled::Db) -> Result<Dicts, StoreError> {
+        let mut dicts = Dicts::default();
+        for item in db.scan_prefix([DICT]) {
+            let (k, v) = item?;
+            let Ok(id) = <[u8; 4]>::try_from(&k[1..]).map(u32::from_be_bytes) else {
+                continue;
+            };
+            let stored: StoredDict = decode(&k, &v)?;
+            dicts.add(id, &stored.zstd_dict);
+        }
+        Ok(dicts)
+    }
+
+    fn add(&mut self, id: u32, dict: &[u8]) {
+        self.decoders
+            .insert(id, Arc::new(DecoderDictionary::copy(dict)));
+        if self.current.as_ref().is_none_or(|(cur, _)| *cur < id) {
+            self.current = Some((id, Arc::new(EncoderDictionary::copy(dict, LEVEL))));
+        }
+    }
+
+    /// Until there is a dictionary: gathers `writes`' reports and, once there are
+    /// enough, trains one and adds it to `batch`. Returns the dictionary to use.
+    fn for_blob(
+        &mut self,
+        writes: &[Write],
+        batch: &mut sled::Batch,
+    ) -> Option<(u32, Arc<EncoderDictionary<'static>>)> {
+        if self.current.is_none() {
+            self.samples.extend(writes.iter().map(|w| w.raw.clone()));
+            if self.samples.len() >= TRAIN_AFTER {
+                let started = std::time::Instant::now();
+                match zstd::dict::from_samples(&self.samples, DICT_BYTES) {
+                    Ok(dict) => {
+                        let id = self.decoders.keys().max().map_or(1, |m| m + 1);
+                        batch.insert(
+                            &dict_key(id),
+                            encode(&StoredDict {
+                                zstd_dict: dict.clone(),
+                            }),
+                        );
+                        self.add(id, &dict);
+                        tracing::info!(
+                            dictionary = id,
+                            samples = self.samples.len(),
+                            took = ?started.elapsed(),
+                            "trained a compression dictionary for history"
+                        );
+                    }
+                    // Too alike or too few to train on: compress without one and try
+                    // again on the next reports.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot train a compression dictionary yet")
+                    }
+                }
+                self.samples = Vec::new();
+            }
+        }
+        self.current.clone()
+    }
+
+    fn decoder(&self, id: u32) -> Option<Arc<DecoderDictionary<'static>>> {
+        self.decoders.get(&id).cloned()
+    }
 }
 
 /// The reports of one group, in commit order, each an encoded [`StoredReport`].
@@ -141,8 +264,16 @@ impl BlobBuilder {
         self.count - 1
     }
 
-    fn finish(self) -> Result<Vec<u8>, StoreError> {
-        let zstd = zstd::bulk::compress(&self.raw, LEVEL).map_err(|e| StoreError::Corrupt {
+    fn finish(
+        self,
+        dict: Option<&(u32, Arc<EncoderDictionary<'static>>)>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let compressed = match dict {
+            Some((_, d)) => zstd::bulk::Compressor::with_prepared_dictionary(d)
+                .and_then(|mut c| c.compress(&self.raw)),
+            None => zstd::bulk::compress(&self.raw, LEVEL),
+        };
+        let zstd = compressed.map_err(|e| StoreError::Corrupt {
             key: "-".into(),
             why: format!("cannot compress a group of reports: {e}"),
         })?;
@@ -150,6 +281,7 @@ impl BlobBuilder {
             newest_received_ms: self.newest_ms,
             raw_len: self.raw.len() as u64,
             zstd,
+            dict: dict.map_or(0, |(id, _)| *id),
         }))
     }
 }
@@ -177,6 +309,7 @@ impl Store {
         }
         let batch_no = self.next_batch.fetch_add(1, Relaxed);
         let mut batch = sled::Batch::default();
+        let dict = self.dicts().for_blob(writes, &mut batch);
         let mut blob = BlobBuilder::with_capacity(writes.iter().map(|w| w.raw.len() + 16).sum());
         for w in writes {
             let index = blob.push(w.received_ms, &w.raw);
@@ -194,9 +327,14 @@ impl Store {
                 encode(&super::registry_entry(&w.entry)),
             );
         }
-        batch.insert(&blob_key(batch_no), blob.finish()?);
+        batch.insert(&blob_key(batch_no), blob.finish(dict.as_ref())?);
         self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn dicts(&self) -> std::sync::MutexGuard<'_, Dicts> {
+        // Dictionaries are only ever added whole, so a poisoned lock holds sound data.
+        self.dicts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The reports of a blob, decompressed; `None` when retention removed it.
@@ -213,8 +351,19 @@ impl Store {
         if blob.raw_len > MAX_RAW_BLOB {
             return Err(corrupt(format!("claims {} bytes", blob.raw_len)));
         }
-        let raw = zstd::bulk::decompress(&blob.zstd, blob.raw_len as usize)
-            .map_err(|e| corrupt(format!("does not decompress: {e}")))?;
+        let raw = if blob.dict == 0 {
+            zstd::bulk::decompress(&blob.zstd, blob.raw_len as usize)
+        } else {
+            let dict = self.dicts().decoder(blob.dict).ok_or_else(|| {
+                corrupt(format!(
+                    "it names compression dictionary {}, which the store does not have",
+                    blob.dict
+                ))
+            })?;
+            zstd::bulk::Decompressor::with_prepared_dictionary(&dict)
+                .and_then(|mut d| d.decompress(&blob.zstd, blob.raw_len as usize))
+        }
+        .map_err(|e| corrupt(format!("does not decompress: {e}")))?;
         StoredBatch::decode(raw.as_slice())
             .map(Some)
             .map_err(|e| corrupt(e.to_string()))
@@ -432,7 +581,8 @@ impl Store {
                 moved += 1;
             }
             if blob.count > 0 {
-                batch.insert(&blob_key(batch_no), blob.finish()?);
+                let dict = self.dicts().current.clone();
+                batch.insert(&blob_key(batch_no), blob.finish(dict.as_ref())?);
             }
             self.db.apply_batch(batch)?;
             if moved % (MIGRATE_CHUNK * 100) < MIGRATE_CHUNK {

@@ -247,3 +247,82 @@ async fn history_keeps_the_bytes_as_they_arrived() {
     );
     assert_eq!(seqs(&store, "a", 0, 1), [1], "and still decode");
 }
+
+fn realistic_write(i: u64, seq: u64) -> Write {
+    let id = format!("conn-{i:04}.corp.example.com");
+    let mut w = write(&id, 1, seq);
+    let report = realistic(&id, seq);
+    w.raw = report.encode_to_vec().into();
+    w.entry.latest = Some(report);
+    w
+}
+
+#[tokio::test]
+async fn after_enough_reports_a_dictionary_is_trained_and_lone_reports_shrink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lone_size = |store: &Store, batch: u64| {
+        store
+            .db
+            .get(blob_key(batch))
+            .expect("get")
+            .expect("blob")
+            .len()
+    };
+    {
+        let store = open(dir.path());
+        store.apply(&[realistic_write(1, 1)]).expect("apply");
+        let before = lone_size(&store, 1);
+        // Enough reports, in groups, to train on.
+        let groups = (TRAIN_AFTER as u64).div_ceil(100);
+        for g in 0..groups {
+            let writes: Vec<Write> = (0..100).map(|i| realistic_write(i, 2 + g)).collect();
+            store.apply(&writes).expect("apply");
+        }
+        assert_eq!(store.db.scan_prefix([DICT]).count(), 1, "one dictionary");
+        store.apply(&[realistic_write(1, 5000)]).expect("apply");
+        let last = groups + 2;
+        let after = lone_size(&store, last);
+        assert!(
+            after * 2 < before,
+            "a lone report took {before} bytes without the dictionary and {after} with it"
+        );
+        store.flush().await.expect("flush");
+    }
+    let store = open(dir.path());
+    let seqs_of_1: Vec<u64> = store
+        .history("conn-0001.corp.example.com", 0, 10_000)
+        .expect("history after reopen")
+        .iter()
+        .map(|h| h.seq)
+        .collect();
+    assert_eq!(
+        seqs_of_1.first(),
+        Some(&1),
+        "the blob from before the dictionary"
+    );
+    assert_eq!(
+        seqs_of_1.last(),
+        Some(&5000),
+        "and the one compressed with it"
+    );
+    let back = store
+        .history("conn-0001.corp.example.com", 0, 1)
+        .expect("history");
+    assert_eq!(
+        back[0].stored.report,
+        Some(realistic("conn-0001.corp.example.com", 5000))
+    );
+}
+
+#[tokio::test]
+async fn a_blob_naming_a_missing_dictionary_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.apply(&[write("a", 1, 1)]).expect("apply");
+    let v = store.db.get(blob_key(1)).expect("get").expect("blob");
+    let mut blob: StoredBlob = decode(b"b1", &v).expect("decode");
+    blob.dict = 9;
+    store.db.insert(blob_key(1), encode(&blob)).expect("insert");
+    let err = store.history("a", 0, 1).expect_err("refused").to_string();
+    assert!(err.contains("dictionary 9"), "{err}");
+}
