@@ -11,6 +11,7 @@ pub mod footprint;
 pub mod load;
 pub mod query;
 pub mod report;
+pub mod steady;
 pub mod storm;
 
 use crate::fixture::{Aggregator, Pki, cpu_seconds, mint_collectors, rss_bytes};
@@ -236,6 +237,8 @@ pub struct FullOptions {
     pub footprint_interval: Duration,
     /// How long the footprint is watched.
     pub footprint_window: Duration,
+    /// Reports per second of the steady-fleet scenario (0 to skip it).
+    pub steady_rate: f64,
 }
 
 /// Runs everything and returns the figures as JSON (the table is printed from it).
@@ -397,6 +400,14 @@ pub async fn full(opts: &FullOptions) -> anyhow::Result<Value> {
         "tcp_loopback_rtt_us": tcp_rtt_us,
         "fdatasync_per_s": fsyncs.json(),
     });
+    let steady = if opts.steady_rate > 0.0 {
+        eprintln!("bench: steady fleet");
+        steady::run(&bed, opts.steady_rate, opts.measure * 4)
+            .await
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+    } else {
+        Value::Null
+    };
     eprintln!("bench: query scenario");
     let queries = query::run(&bed, opts.query_connectors, saturation / 2.0, opts.measure)
         .await
@@ -412,6 +423,7 @@ pub async fn full(opts: &FullOptions) -> anyhow::Result<Value> {
     Ok(json!({
         "machine": report::machine(),
         "ingest": ingest,
+        "steady": steady,
         "limits": limits,
         "queries": queries,
         "storm": storm,

@@ -42,6 +42,10 @@ enum Cmd {
         /// How long the footprint is watched, seconds.
         #[arg(long, default_value_t = 30)]
         footprint_window: u64,
+        /// Reports per second of the steady-fleet scenario, from the headline fleet's
+        /// collectors (1000 a second is a 30,000-connector fleet at 30 s); 0 skips it.
+        #[arg(long, default_value_t = 1000.0)]
+        steady_rate: f64,
         /// Also write the JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -93,6 +97,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             storm,
             footprint_interval,
             footprint_window,
+            steady_rate,
             json,
         } => {
             let opts = connwatch_bench::FullOptions {
@@ -103,6 +108,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 storm,
                 footprint_interval: Duration::from_secs(footprint_interval.max(1)),
                 footprint_window: Duration::from_secs(footprint_window.max(1)),
+                steady_rate,
             };
             let r = connwatch_bench::full(&opts).await?;
             println!("{}", connwatch_bench::report::table(&r));

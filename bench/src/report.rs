@@ -130,6 +130,27 @@ pub fn table(r: &Value) -> String {
         "<= 1,536",
         verdict(disk <= 1536.0),
     );
+    let st = &r["steady"];
+    if st.get("error").is_none() && !st.is_null() {
+        let disk = num(&st["disk_bytes_per_report"]);
+        row(
+            &format!(
+                "steady fleet ({} collectors, {:.0} reports/s): history on disk per report, bytes",
+                st["collectors"],
+                num(&st["offered_per_s"])
+            ),
+            format!("{disk:.0}"),
+            format!(
+                "{} reports; ack p50 / p99 {:.1} / {:.1} ms; aggregator CPU {:.0} µs/report",
+                st["reports_stored"],
+                num(&st["ack_p50_ms"]),
+                num(&st["ack_p99_ms"]),
+                num(&st["agg_cpu_us_per_report"])
+            ),
+            "<= 1,536",
+            verdict(disk <= 1536.0),
+        );
+    }
     if q.get("error").is_none() && !q.is_null() {
         let sp = num(&q["status_p99_ms"]);
         let lp = num(&q["list_p99_ms"]);
