@@ -96,8 +96,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a cycle's probes are mostly waiting on sockets and timers, and every
+    // worker thread would add its own stack and malloc arena to a process that must
+    // go unnoticed on the host. Blocking probes still run on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

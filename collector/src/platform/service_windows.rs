@@ -187,8 +187,8 @@ fn service_body() -> anyhow::Result<()> {
         ServiceExitCode::Win32(0),
         Duration::ZERO,
     ))?;
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, as for `run` from a console (see main.rs).
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
