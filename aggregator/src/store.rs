@@ -699,7 +699,21 @@ mod tests {
 
     /// Opens a store that was just closed. sled's background flusher can hold the
     /// folder's lock for a moment after the last handle is dropped.
-    fn reopen(dir: &Path) -> Store {
+    /// The sled database under a store, marked with schema `version`, as an older or
+    /// newer connwatch would have left it. No background flusher, so dropping the
+    /// handle releases the lock at once.
+    pub(super) fn raw_store(dir: &Path, version: u32) -> sled::Db {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .expect("sled");
+        db.insert(SCHEMA_KEY, &version.to_be_bytes())
+            .expect("insert");
+        db
+    }
+
+    pub(super) fn reopen(dir: &Path) -> Store {
         let start = std::time::Instant::now();
         loop {
             match Store::open(dir, 1 << 20) {
@@ -716,13 +730,7 @@ mod tests {
     async fn alerts_and_silences_survive_a_reopen_and_a_v1_store_is_upgraded() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            // No background flusher, so dropping the handle releases the lock at once.
-            let db = sled::Config::new()
-                .path(dir.path())
-                .flush_every_ms(None)
-                .open()
-                .expect("sled");
-            db.insert(SCHEMA_KEY, &1u32.to_be_bytes()).expect("insert");
+            let db = raw_store(dir.path(), 1);
             db.flush().expect("flush");
         }
         {
@@ -771,14 +779,7 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            // No background flusher, so dropping the handle releases the lock at once.
-            let db = sled::Config::new()
-                .path(dir.path())
-                .flush_every_ms(None)
-                .open()
-                .expect("sled");
-            db.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
-                .expect("insert");
+            let db = raw_store(dir.path(), SCHEMA_VERSION + 1);
             db.flush().expect("flush");
         }
         let err = Store::open(dir.path(), 1 << 20)

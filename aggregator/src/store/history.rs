@@ -249,9 +249,7 @@ impl BlobBuilder {
         encoding::encode_key(2, WireType::LengthDelimited, &mut self.raw);
         encoding::encode_varint(report.len() as u64, &mut self.raw);
         self.raw.extend_from_slice(report);
-        self.newest_ms = self.newest_ms.max(received_ms);
-        self.count += 1;
-        self.count - 1
+        self.placed(received_ms)
     }
 
     /// Adds a report already encoded as a [`StoredReport`].
@@ -259,6 +257,11 @@ impl BlobBuilder {
         encoding::encode_key(1, WireType::LengthDelimited, &mut self.raw);
         encoding::encode_varint(stored.len() as u64, &mut self.raw);
         self.raw.extend_from_slice(stored);
+        self.placed(received_ms)
+    }
+
+    /// Counts the report just added; returns its place.
+    fn placed(&mut self, received_ms: i64) -> u32 {
         self.newest_ms = self.newest_ms.max(received_ms);
         self.count += 1;
         self.count - 1

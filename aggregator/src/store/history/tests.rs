@@ -1,22 +1,7 @@
 use super::*;
-use crate::store::tests::write;
+use crate::store::tests::{raw_store, reopen as open, write};
 use crate::store::{SCHEMA_KEY, SCHEMA_VERSION};
 use connwatch_shared::wire::Report;
-use std::path::Path;
-
-fn open(dir: &Path) -> Store {
-    let start = std::time::Instant::now();
-    loop {
-        match Store::open(dir, 1 << 20) {
-            Ok(s) => return s,
-            Err(e) if start.elapsed() > std::time::Duration::from_secs(5) => {
-                panic!("open: {e}")
-            }
-            // sled's flusher can hold the lock a moment after the last handle is gone.
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-}
 
 fn seqs(store: &Store, id: &str, since: i64, limit: usize) -> Vec<u64> {
     store
@@ -167,12 +152,7 @@ async fn opening_a_schema_3_store_moves_its_history_into_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         // As schema 3 left it: one whole report per `h` key, one of them damaged.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .expect("sled");
-        db.insert(SCHEMA_KEY, &3u32.to_be_bytes()).expect("insert");
+        let db = raw_store(dir.path(), 3);
         for seq in 1..=2500 {
             db.insert(legacy_key("a", 1, seq), legacy_value(seq))
                 .expect("insert");
