@@ -250,7 +250,14 @@ pub async fn serve(
     };
     side_stop.cancel();
     reloader.abort();
-    operators.abort();
+    // Operators' calls in flight get the same grace as report streams.
+    let mut operators = operators;
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut operators)
+        .await
+        .is_err()
+    {
+        operators.abort();
+    }
     // Not dropped: dropping a runtime blocks, which an async task must not do.
     operator_runtime.shutdown_background();
     if restart_requested.load(std::sync::atomic::Ordering::Relaxed) {

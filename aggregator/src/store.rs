@@ -312,6 +312,16 @@ fn registry_entry(entry: &StoredConnector) -> StoredConnector {
     }
 }
 
+/// The schema version a `m:schema` value holds.
+fn schema_of(value: &[u8]) -> Result<u32, StoreError> {
+    <[u8; 4]>::try_from(value)
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: "m:schema".into(),
+            why: "not a 4-byte version".into(),
+        })
+}
+
 /// A damaged history entry costs its connector its latest report until it next
 /// reports, not the aggregator its start.
 fn damaged_latest(id: &str, e: &StoreError) {
@@ -335,6 +345,20 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(open_err)?;
+        // The version is checked before anything else is read, so a newer store is
+        // refused as newer rather than misread as damaged.
+        let found = match db.get(SCHEMA_KEY)? {
+            None => None,
+            Some(v) => Some(schema_of(&v)?),
+        };
+        if let Some(found) = found
+            && found > SCHEMA_VERSION
+        {
+            return Err(StoreError::NewerSchema {
+                path: dir.to_path_buf(),
+                found,
+            });
+        }
         let next_batch = Store::next_batch_after_blobs(&db)?;
         let dicts = history::Dicts::load(&db)?;
         let store = Store {
@@ -344,24 +368,12 @@ impl Store {
             dicts: dicts.into(),
         };
         let db = &store.db;
-        match db.get(SCHEMA_KEY)? {
+        match found {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
             }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        key: "m:schema".into(),
-                        why: "not a 4-byte version".into(),
-                    })?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: dir.to_path_buf(),
-                        found,
-                    });
-                }
+            Some(found) => {
                 if found < SCHEMA_VERSION {
                     // Versions 1 -> 2 -> 3 only added key kinds and left a field out of
                     // new registry entries; 3 -> 4 moves history into blobs. The version
@@ -430,6 +442,15 @@ impl Store {
     /// key). Every connector and history value's checksum is checked before anything
     /// is written; returns the number of records loaded.
     pub async fn restore(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<usize, StoreError> {
+        if let Some((_, v)) = records.iter().find(|(k, _)| k.as_slice() == SCHEMA_KEY) {
+            let found = schema_of(v)?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema {
+                    path: self.path.clone(),
+                    found,
+                });
+            }
+        }
         if self
             .db
             .iter()
@@ -665,8 +686,8 @@ mod tests {
         }
         assert_eq!(total, 8, "four index entries and their four blobs");
         assert_eq!(
-            steps, 6,
-            "ten index entries three per step, then blobs until the first live one"
+            steps, 8,
+            "ten index entries three per step, then ten blobs three per step"
         );
         let seqs: Vec<u64> = store
             .history("a", 0, 100)

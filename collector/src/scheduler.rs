@@ -44,10 +44,19 @@ pub async fn run(
         }
         next += config.interval;
         let report = cycle(&config, &probes).await;
-        match spool.push(report) {
-            Ok(seq) => tracing::debug!(seq, probes = probes.len(), "cycle done"),
+        // The spool syncs to disk: on the blocking pool, so the runtime's one thread
+        // keeps timing the probes of other tasks meanwhile.
+        let pushed = {
+            let spool = spool.clone();
+            tokio::task::spawn_blocking(move || spool.push(report)).await
+        };
+        match pushed {
+            Ok(Ok(seq)) => tracing::debug!(seq, probes = probes.len(), "cycle done"),
             // Losing one cycle is better than stopping: say so and carry on.
-            Err(e) => tracing::error!(error = %e, "cannot spool the report; this cycle is lost"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot spool the report; this cycle is lost")
+            }
+            Err(e) => tracing::error!(error = %e, "the spool write failed; this cycle is lost"),
         }
         // After a long stall (a suspended VM), skip the missed cycles rather than
         // running them back to back.

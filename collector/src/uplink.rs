@@ -104,7 +104,7 @@ fn backoff(failures: u32) -> Duration {
 async fn session(
     config: &AggregatorConfig,
     tls: &TlsMaterial,
-    spool: &Spool,
+    spool: &Arc<Spool>,
     stop: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let channel = tokio::select! {
@@ -140,10 +140,19 @@ async fn session(
                 if ack.outcome == AckOutcome::Rejected as i32 {
                     tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected by the aggregator; dropped");
                 }
-                if let Err(e) = spool.ack(ack.seq) {
+                // The spool syncs its state: on the blocking pool, off the thread
+                // that runs the probes.
+                let recorded = {
+                    let spool = spool.clone();
+                    let seq = ack.seq;
+                    tokio::task::spawn_blocking(move || spool.ack(seq)).await
+                };
+                match recorded {
+                    Ok(Ok(())) => {}
                     // The report is durable on the aggregator; failing to forget it
                     // here only means it is resent and acked as a duplicate.
-                    tracing::warn!(error = %e, "cannot record an ack in the spool");
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot record an ack in the spool"),
+                    Err(e) => tracing::warn!(error = %e, "cannot record an ack in the spool"),
                 }
             }
             // Acks are read while sending, so a long backlog never fills both

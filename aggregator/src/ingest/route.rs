@@ -85,9 +85,9 @@ impl Decoder for ReceivedDecoder {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Received>, Status> {
         let raw = buf.copy_to_bytes(buf.remaining());
-        // Worded as tonic words it, so the service's explanation applies.
-        let report = Report::decode(raw.clone())
-            .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
+        // Worded as tonic's codec words it ("failed to decode Protobuf message: ..."),
+        // so the service's explanation applies.
+        let report = Report::decode(raw.clone()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Some(Received { raw, report }))
     }
 

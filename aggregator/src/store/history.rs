@@ -48,6 +48,14 @@ const LEVEL: i32 = 1;
 const MAX_RAW_BLOB: u64 = 1 << 31;
 /// Legacy entries moved per atomic step of the upgrade.
 const MIGRATE_CHUNK: usize = 1024;
+/// Where the next blob number is kept. Retention may remove the newest blobs (a fleet
+/// silent for longer than `store.retention`), and index entries expiring later than
+/// their blob may still name them; numbers must never be handed out twice.
+const NEXT_BATCH_KEY: &[u8] = b"m:next_batch";
+/// The retention sweep looks past live blobs (an upgrade fills blobs in key order,
+/// not time order; a clock that ran ahead leaves blobs from the future) but stops
+/// after this many in a row: in the usual time order, every later blob is live too.
+const LIVE_RUN: usize = 1024;
 
 /// Where a report is kept: its blob and its place in it.
 #[derive(Clone, PartialEq, Message)]
@@ -290,9 +298,10 @@ impl BlobBuilder {
 }
 
 impl Store {
-    /// The batch number after the newest blob.
+    /// The next blob number: after the newest blob, and never below what was handed
+    /// out before (the newest blobs may have been removed by retention).
     pub(super) fn next_batch_after_blobs(db: &sled::Db) -> Result<u64, StoreError> {
-        Ok(match db.scan_prefix([BLOB]).next_back() {
+        let after_blobs = match db.scan_prefix([BLOB]).next_back() {
             Some(item) => {
                 let (k, _) = item?;
                 <[u8; 8]>::try_from(&k[1..])
@@ -301,7 +310,19 @@ impl Store {
                     + 1
             }
             None => 1,
-        })
+        };
+        let kept = db
+            .get(NEXT_BATCH_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(after_blobs.max(kept))
+    }
+
+    /// Takes a blob number, recording the next one in `batch`.
+    fn take_batch_number(&self, batch: &mut sled::Batch) -> u64 {
+        let n = self.next_batch.fetch_add(1, Relaxed);
+        batch.insert(NEXT_BATCH_KEY, &(n + 1).to_be_bytes());
+        n
     }
 
     /// Applies a group of accepted reports atomically: one blob, an index entry and a
@@ -310,8 +331,8 @@ impl Store {
         if writes.is_empty() {
             return Ok(());
         }
-        let batch_no = self.next_batch.fetch_add(1, Relaxed);
         let mut batch = sled::Batch::default();
+        let batch_no = self.take_batch_number(&mut batch);
         let dict = self.dicts().for_blob(writes, &mut batch);
         let mut blob = BlobBuilder::with_capacity(writes.iter().map(|w| w.raw.len() + 16).sum());
         for w in writes {
@@ -503,7 +524,8 @@ impl Store {
             }
         } else {
             // Blobs are numbered in commit order, so the expired ones come first; the
-            // walk stops at the first blob that still holds a live report.
+            // walk looks past a few live ones and stops in a long run of them.
+            let mut live_run = 0;
             for (seen, item) in self.db.range(start..vec![BLOB + 1]).enumerate() {
                 let (k, v) = item?;
                 if seen == limit {
@@ -514,8 +536,14 @@ impl Store {
                     Ok(b) if b.newest_received_ms < cutoff_ms => {
                         batch.remove(k);
                         removed += 1;
+                        live_run = 0;
                     }
-                    Ok(_) => break,
+                    Ok(_) => {
+                        live_run += 1;
+                        if live_run == LIVE_RUN {
+                            break;
+                        }
+                    }
                     Err(_) => {}
                 }
             }
@@ -557,9 +585,9 @@ impl Store {
                 break;
             };
             after = last.to_vec();
-            let batch_no = self.next_batch.fetch_add(1, Relaxed);
-            let mut blob = BlobBuilder::with_capacity(0);
             let mut batch = sled::Batch::default();
+            let batch_no = self.take_batch_number(&mut batch);
+            let mut blob = BlobBuilder::with_capacity(0);
             for (k, v) in &chunk {
                 let stored = match decode::<StoredReport>(k, v) {
                     Ok(s) => s,

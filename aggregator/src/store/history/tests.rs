@@ -306,3 +306,60 @@ async fn a_blob_naming_a_missing_dictionary_says_so() {
     let err = store.history("a", 0, 1).expect_err("refused").to_string();
     assert!(err.contains("dictionary 9"), "{err}");
 }
+
+#[tokio::test]
+async fn blob_numbers_are_never_handed_out_twice_even_after_retention_removed_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for seq in 1..=3 {
+            store.apply(&[write("a", 1, seq)]).expect("apply");
+        }
+        // Only the blobs expire here (as when index entries are swept later).
+        let (removed, _) = store
+            .prune_history(i64::MAX, Some(&[BLOB]), 100)
+            .expect("prune");
+        assert_eq!(removed, 3);
+        store.flush().await.expect("flush");
+    }
+    let store = open(dir.path());
+    store.apply(&[write("b", 1, 1)]).expect("apply");
+    assert!(store.db.get(blob_key(4)).expect("get").is_some());
+    assert_eq!(
+        seqs(&store, "a", 0, 10),
+        Vec::<u64>::new(),
+        "a's old entries name removed blobs and resolve to nothing, not to b's report"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_looks_past_a_live_blob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut future = write("a", 1, 1);
+    future.received_ms = i64::MAX - 1;
+    store.apply(&[future]).expect("apply");
+    store.apply(&[write("a", 1, 2)]).expect("apply");
+    let (removed, _) = store
+        .prune_history(5000, Some(&[BLOB]), 100)
+        .expect("prune");
+    assert_eq!(removed, 1, "the expired blob after the live one");
+    assert!(store.db.get(blob_key(1)).expect("get").is_some());
+    assert!(store.db.get(blob_key(2)).expect("get").is_none());
+}
+
+#[tokio::test]
+async fn a_backup_of_a_newer_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let records = vec![(
+        SCHEMA_KEY.to_vec(),
+        (SCHEMA_VERSION + 1).to_be_bytes().to_vec(),
+    )];
+    let err = store
+        .restore(&records)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("newer"), "{err}");
+}
