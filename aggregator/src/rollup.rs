@@ -322,11 +322,7 @@ impl Rollup {
 
     /// A group's live members, by id.
     pub fn members<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a ConnectorEval> {
-        self.groups
-            .get(group)
-            .into_iter()
-            .flat_map(|g| g.members.keys())
-            .filter_map(|id| self.connector(id))
+        self.member_rows(group).map(|(eval, _)| eval)
     }
 
     /// The context its group gives a connector's rules.

@@ -63,22 +63,40 @@ pub struct Pki {
     ca: CertAuthority,
 }
 
+/// Runs `connwatch-aggregator ca <sub> --dir <dir> <args>`, which must succeed;
+/// returns what it printed.
+fn ca_command(dir: &Path, sub: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(bin("connwatch-aggregator"))
+        .args(["ca", sub, "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run ca {sub}: {e}"));
+    assert!(
+        out.status.success(),
+        "ca {sub} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl Pki {
     /// Runs `connwatch-aggregator ca init --dir <dir>/certs`.
     pub fn init(root: &Path) -> Pki {
         let dir = root.join("certs");
-        let out = Command::new(bin("connwatch-aggregator"))
-            .args(["ca", "init", "--dir"])
-            .arg(&dir)
-            .output()
-            .expect("run ca init");
-        assert!(
-            out.status.success(),
-            "ca init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ca_command(&dir, "init", &[]);
         let ca = CertAuthority::load(&dir).expect("load the CA ca init made");
         Pki { dir, ca }
+    }
+
+    /// Runs `connwatch-aggregator ca revoke --dir <dir> --cert <cert>`; returns what
+    /// it printed.
+    pub fn revoke(&self, cert: &Path) -> String {
+        ca_command(
+            &self.dir,
+            "revoke",
+            &[std::ffi::OsStr::new("--cert"), cert.as_os_str()],
+        )
     }
 
     /// Issues a collector certificate with `ca issue`; returns its files.

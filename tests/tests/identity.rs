@@ -120,29 +120,13 @@ async fn bad_certificates_are_refused_and_write_nothing() {
     );
 }
 
-fn revoke(pki: &Pki, cert: &std::path::Path) -> String {
-    let out = std::process::Command::new(connwatch_tests::bin("connwatch-aggregator"))
-        .args(["ca", "revoke", "--dir"])
-        .arg(&pki.dir)
-        .arg("--cert")
-        .arg(cert)
-        .output()
-        .expect("run ca revoke");
-    assert!(
-        out.status.success(),
-        "ca revoke failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn revoked_certificates_are_refused_and_a_reload_picks_up_new_revocations() {
     let root = tempfile::tempdir().expect("tempdir");
     let pki = Pki::init(root.path());
     let alpha = pki.collector("alpha");
     let beta = pki.collector("beta");
-    let said = revoke(&pki, &beta.cert);
+    let said = pki.revoke(&beta.cert);
     assert!(said.contains("crl.pem lists 1"), "{said}");
     let crl = pki.dir.join("crl.pem");
     let agg = Aggregator::start(root.path(), &pki, &format!("crl = \"{}\"\n", crl.display()));
@@ -156,8 +140,8 @@ async fn revoked_certificates_are_refused_and_a_reload_picks_up_new_revocations(
         .expect_err("beta is revoked");
 
     // Revoking again is harmless; revoking alpha takes effect on reload.
-    assert!(revoke(&pki, &beta.cert).contains("already revoked"));
-    assert!(revoke(&pki, &alpha.cert).contains("crl.pem lists 2"));
+    assert!(pki.revoke(&beta.cert).contains("already revoked"));
+    assert!(pki.revoke(&alpha.cert).contains("crl.pem lists 2"));
     agg.hangup();
     // Until the reload lands alpha may still get in; once refused, it stays refused.
     connwatch_tests::eventually(Duration::from_secs(10), "alpha refused", || async {

@@ -342,13 +342,8 @@ async fn commit(
             return Err(e.to_string());
         }
         metrics.set_ingest_problem(None);
-        let mut latest: HashMap<String, StoredConnector> = HashMap::with_capacity(newest.len());
-        for (i, w) in writes.into_iter().enumerate() {
-            if newest.get(&w.connector) == Some(&i) {
-                latest.insert(w.connector, w.entry);
-            }
-        }
-        fleet.upsert(latest);
+        // In commit order: a connector's later entry replaces its earlier one.
+        fleet.upsert(writes.into_iter().map(|w| (w.connector, w.entry)));
     }
     for (reply, outcome) in replies {
         match outcome {
