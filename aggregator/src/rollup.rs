@@ -33,9 +33,11 @@ struct Slot {
 /// What a group needs of a member.
 #[derive(Debug)]
 struct Member {
-    version: Option<Version>,
-    /// The last moment it counts as active.
-    active_until: i64,
+    /// Its version, if it was active when it joined: counted in its group's
+    /// `active_versions`. It stops being active at `active_until + 1`, the earliest
+    /// time [`rules::valid_until`] names while it is, so it is taken out and put back
+    /// uncounted before any refresh at or after that time computes a context.
+    counted: Option<Version>,
     /// What it added to the group's facts, once evaluated.
     contribution: Option<Contribution>,
 }
@@ -43,9 +45,33 @@ struct Member {
 #[derive(Debug, Default)]
 struct GroupState {
     members: BTreeMap<String, Member>,
+    /// How many counted members run each version: the group's newest active version
+    /// without a pass over thousands of members for every refresh that touches it.
+    /// Keyed with the text too, since versions that compare equal may be written
+    /// differently (`1.5`, `1.5.0`) and the one named must be one a member runs.
+    active_versions: BTreeMap<(Version, String), usize>,
     ctx: GroupContext,
     facts: GroupFacts,
     eval: Option<GroupEval>,
+}
+
+impl GroupState {
+    fn count(&mut self, v: &Version) {
+        *self
+            .active_versions
+            .entry((v.clone(), v.to_string()))
+            .or_default() += 1;
+    }
+
+    fn uncount(&mut self, v: &Version) {
+        let key = (v.clone(), v.to_string());
+        if let Some(n) = self.active_versions.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.active_versions.remove(&key);
+            }
+        }
+    }
 }
 
 /// Where a finding sorts among all of the fleet's, and where it is kept: the order of
@@ -135,13 +161,7 @@ impl Rollup {
                 continue;
             };
             let ctx = GroupContext {
-                newest_version: g
-                    .members
-                    .values()
-                    .filter(|m| now_ms <= m.active_until)
-                    .filter_map(|m| m.version.as_ref())
-                    .max()
-                    .cloned(),
+                newest_version: g.active_versions.keys().next_back().map(|(v, _)| v.clone()),
             };
             if ctx != g.ctx {
                 g.ctx = ctx;
@@ -171,9 +191,13 @@ impl Rollup {
                 let group = old.eval.group.clone();
                 if let Some(g) = self.groups.get_mut(&group)
                     && let Some(m) = g.members.remove(id)
-                    && let Some(c) = m.contribution
                 {
-                    g.facts.remove(id, &c);
+                    if let Some(v) = &m.counted {
+                        g.uncount(v);
+                    }
+                    if let Some(c) = m.contribution {
+                        g.facts.remove(id, &c);
+                    }
                 }
                 touched.insert(group);
             }
@@ -184,18 +208,19 @@ impl Rollup {
                 continue;
             }
             let inactive_after = cfg.for_group(&entry.group).inactive_after;
+            let active_until = entry
+                .last_seen_ms
+                .saturating_add(i64::try_from(inactive_after.as_millis()).unwrap_or(i64::MAX));
+            let counted = rules::connector_version(entry).filter(|_| now_ms <= active_until);
+            let g = self.groups.entry(entry.group.clone()).or_default();
+            if let Some(v) = &counted {
+                g.count(v);
+            }
             let member = Member {
                 contribution: None,
-                version: rules::connector_version(entry),
-                active_until: entry
-                    .last_seen_ms
-                    .saturating_add(i64::try_from(inactive_after.as_millis()).unwrap_or(i64::MAX)),
+                counted,
             };
-            self.groups
-                .entry(entry.group.clone())
-                .or_default()
-                .members
-                .insert(id.clone(), member);
+            g.members.insert(id.clone(), member);
             touched.insert(entry.group.clone());
         }
         touched

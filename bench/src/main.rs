@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+// The aggregator's allocator: the operator client here stands in for the aggregator's
+// own CLI (same binary, same allocator), and the simulated collectors share the cores
+// with the aggregator, so the less they spend on allocation the less they skew it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -55,6 +61,22 @@ enum Cmd {
         /// Simulated collectors.
         #[arg(long, default_value_t = 200)]
         collectors: usize,
+    },
+    /// Only the query scenario: status and listing over a registered fleet while the
+    /// collectors ingest at a set rate; prints its JSON.
+    Query {
+        /// Simulated collectors ingesting.
+        #[arg(long, default_value_t = 1000)]
+        collectors: usize,
+        /// Reports per second they send in all (0: no ingest).
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Registered connectors.
+        #[arg(long, default_value_t = 100_000)]
+        connectors: usize,
+        /// Seconds each question is asked back to back.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
     /// Internal: writes a registered fleet into a store folder (used by `full`).
     #[command(hide = true)]
@@ -123,6 +145,23 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Smoke { collectors } => {
             let s = connwatch_bench::smoke_checked(collectors).await?;
             println!("{}", serde_json::to_string_pretty(&s.json())?);
+            Ok(())
+        }
+        Cmd::Query {
+            collectors,
+            rate,
+            connectors,
+            seconds,
+        } => {
+            let bed = connwatch_bench::Bed::new(collectors.max(1), 50).await?;
+            let r = connwatch_bench::query::run(
+                &bed,
+                connectors,
+                rate,
+                Duration::from_secs(seconds.max(1)),
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Cmd::Populate {
