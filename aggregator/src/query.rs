@@ -189,11 +189,11 @@ impl Query for QueryService {
     ) -> Result<Response<w::StatusResponse>, Status> {
         let limit = request.into_inner().max_findings as usize;
         let now = now_ms();
-        let (groups, (findings, counts)) = self.fleet.evaluated(now, &self.rules, |_, r| {
-            let groups: Vec<w::GroupSummary> =
-                r.groups().map(|g| group_summary(g, &self.rules)).collect();
-            (groups, r.top_findings(limit))
-        });
+        let (groups, findings, counts) = self.fleet.status(now, &self.rules, limit);
+        let groups: Vec<w::GroupSummary> = groups
+            .iter()
+            .map(|g| group_summary(g, &self.rules))
+            .collect();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(w::StatusResponse {
             groups,
@@ -227,23 +227,26 @@ impl Query for QueryService {
             (!req.unhealthy || !c.active || c.health != Health::Healthy)
                 && code.is_none_or(|code| c.findings.iter().any(|f| f.code == code))
         };
-        // Rows are kept encoded by the rollup; a listing takes a reference to each.
-        let row = |(_, row): (&ConnectorEval, &bytes::Bytes)| row.clone();
-        let encoded = self.fleet.evaluated(now_ms(), &self.rules, |_, r| {
+        // Rows are kept encoded by the rollup; a listing copies each into one buffer.
+        let listing = |rows: &mut dyn Iterator<Item = (&ConnectorEval, &bytes::Bytes)>| {
+            let mut out = w::ListConnectorsResponse::default();
+            for (_, row) in rows.filter(keep) {
+                out.push_encoded(row);
+            }
+            out
+        };
+        let listed = self.fleet.evaluated(now_ms(), &self.rules, |_, r| {
             if group.is_empty() {
-                return Ok(r.rows().filter(keep).map(row).collect());
+                return Ok(listing(&mut r.rows()));
             }
             if r.group(&group).is_none() {
                 return Err(Status::not_found(format!(
                     "no group `{group}`: run `connwatch-aggregator status` to list the groups"
                 )));
             }
-            Ok(r.member_rows(&group).filter(keep).map(row).collect())
+            Ok(listing(&mut r.member_rows(&group)))
         })?;
-        Ok(Response::new(w::ListConnectorsResponse {
-            connectors: Vec::new(),
-            encoded,
-        }))
+        Ok(Response::new(listed))
     }
 
     async fn get_connector(

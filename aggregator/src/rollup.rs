@@ -11,12 +11,13 @@
 use crate::config::RulesConfig;
 use crate::fleet::Fleet;
 use crate::rules::{self, ConnectorEval, Contribution, GroupContext, GroupEval, GroupFacts};
+use crate::store::StoredConnector;
 use crate::version::Version;
 use bytes::Bytes;
 use connwatch_shared::finding::{Code, Finding, Severity};
 use prost::Message;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A connector's kept evaluation.
@@ -28,6 +29,53 @@ struct Slot {
     /// only then, and a listing of the whole fleet then copies bytes instead of
     /// building and encoding a message per connector under the fleet's locks.
     row: Bytes,
+}
+
+/// A connector's evaluation worked out ahead, outside the fleet's locks, for the
+/// context its group had then. Installed by a refresh only if that context still
+/// holds and the refresh's time lies before `valid_until`: until then the evaluation
+/// cannot differ from one made in place (that is what [`rules::valid_until`] means).
+#[derive(Debug)]
+pub struct Prepared {
+    /// Which entry it is of: (epoch, last sequence number, last seen).
+    of: (u64, u64, i64),
+    ctx: GroupContext,
+    computed_at: i64,
+    eval: ConnectorEval,
+    contribution: Contribution,
+    valid_until: i64,
+    row: Bytes,
+}
+
+impl Prepared {
+    /// Evaluates `entry` as of `now_ms` in a group with context `ctx`.
+    pub fn new(
+        id: &str,
+        entry: &StoredConnector,
+        now_ms: i64,
+        cfg: &RulesConfig,
+        ctx: &GroupContext,
+    ) -> Prepared {
+        let eval = rules::evaluate_connector(id, entry, now_ms, cfg, ctx);
+        Prepared {
+            of: (entry.epoch, entry.last_seq, entry.last_seen_ms),
+            ctx: ctx.clone(),
+            computed_at: now_ms,
+            contribution: rules::contribution(&eval, entry),
+            valid_until: rules::valid_until(entry, now_ms, cfg),
+            row: crate::query::summary_of(&eval, Some(entry))
+                .encode_to_vec()
+                .into(),
+            eval,
+        }
+    }
+
+    fn holds(&self, entry: &StoredConnector, ctx: &GroupContext, now_ms: i64) -> bool {
+        self.of == (entry.epoch, entry.last_seq, entry.last_seen_ms)
+            && self.ctx == *ctx
+            && self.computed_at <= now_ms
+            && now_ms < self.valid_until
+    }
 }
 
 /// What a group needs of a member.
@@ -106,6 +154,8 @@ pub struct Rollup {
     /// even when two readers read it in one order and refresh in the other.
     now_ms: i64,
     groups: BTreeMap<String, GroupState>,
+    /// Counts the refreshes that changed anything.
+    generation: u64,
     /// Every kept finding, most urgent first.
     urgency: BTreeSet<UrgencyKey>,
     counts: FindingCounts,
@@ -119,11 +169,45 @@ impl Rollup {
 
     /// Forgets everything: the next refresh rebuilds from the fleet.
     pub fn reset(&mut self) {
-        *self = Rollup::default();
+        let generation = self.generation + 1;
+        *self = Rollup {
+            generation,
+            ..Rollup::default()
+        };
     }
 
     /// Brings the evaluation up to `now_ms` (or the latest time it was brought to).
     pub fn refresh(&mut self, fleet: &Fleet, now_ms: i64, cfg: &Arc<RulesConfig>) {
+        self.refresh_prepared(fleet, now_ms, cfg, &mut HashMap::new());
+    }
+
+    /// Changes whenever a refresh changes the evaluation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The earliest time at which the evaluation changes by the clock alone.
+    pub fn next_change(&self) -> i64 {
+        self.expiry.first().map_or(i64::MAX, |(at, _)| *at)
+    }
+
+    /// Each group's context as it stands, for [`Prepared::new`].
+    pub fn contexts(&self) -> HashMap<String, GroupContext> {
+        self.groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.ctx.clone()))
+            .collect()
+    }
+
+    /// [`Rollup::refresh`], taking a connector's evaluation from `prepared` where one
+    /// still holds instead of working it out in place.
+    pub fn refresh_prepared(
+        &mut self,
+        fleet: &Fleet,
+        now_ms: i64,
+        cfg: &Arc<RulesConfig>,
+        prepared: &mut HashMap<String, Prepared>,
+    ) {
         let rebuild = !self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, cfg));
         if rebuild {
             *self = Rollup {
@@ -151,6 +235,7 @@ impl Rollup {
         if due.is_empty() && !rebuild {
             return;
         }
+        self.generation += 1;
         let mut touched = self.update_members(&due, fleet, now_ms, cfg);
         if rebuild {
             // Declared groups are listed even before any member reports.
@@ -169,7 +254,7 @@ impl Rollup {
             }
         }
         for id in &due {
-            self.evaluate(id, fleet, now_ms, cfg);
+            self.evaluate(id, fleet, now_ms, cfg, prepared.remove(id));
         }
         for name in &touched {
             self.evaluate_group(name, now_ms, cfg);
@@ -226,7 +311,14 @@ impl Rollup {
         touched
     }
 
-    fn evaluate(&mut self, id: &str, fleet: &Fleet, now_ms: i64, cfg: &RulesConfig) {
+    fn evaluate(
+        &mut self,
+        id: &str,
+        fleet: &Fleet,
+        now_ms: i64,
+        cfg: &RulesConfig,
+        prepared: Option<Prepared>,
+    ) {
         if let Some(old) = self.slots.remove(id) {
             self.expiry.remove(&(old.valid_until, id.to_string()));
             self.index(&old.eval.findings, CONNECTOR, false);
@@ -240,21 +332,25 @@ impl Rollup {
         let Some(member) = g.members.get_mut(id) else {
             return;
         };
-        let eval = rules::evaluate_connector(id, entry, now_ms, cfg, &g.ctx);
-        let contribution = rules::contribution(&eval, entry);
+        let Prepared {
+            eval,
+            contribution,
+            valid_until,
+            row,
+            ..
+        } = match prepared {
+            Some(p) if p.holds(entry, &g.ctx, now_ms) => p,
+            _ => Prepared::new(id, entry, now_ms, cfg, &g.ctx),
+        };
         if let Some(old) = member.contribution.take() {
             g.facts.remove(id, &old);
         }
         g.facts.add(id, &contribution);
         member.contribution = Some(contribution);
-        let valid_until = rules::valid_until(entry, now_ms, cfg);
         if valid_until != i64::MAX {
             self.expiry.insert((valid_until, id.to_string()));
         }
         self.index(&eval.findings, CONNECTOR, true);
-        let row = crate::query::summary_of(&eval, Some(entry))
-            .encode_to_vec()
-            .into();
         self.slots.insert(
             id.to_string(),
             Slot {

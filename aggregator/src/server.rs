@@ -137,6 +137,7 @@ pub async fn serve(
                 shutdown: shutdown.clone(),
                 requested: restart_requested.clone(),
             },
+            rules: rules.clone(),
         },
     ));
     // The engine and the metrics endpoint stop with the server, before the writer,

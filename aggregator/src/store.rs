@@ -297,18 +297,21 @@ fn kind_key(kind: u8, id: &str) -> Vec<u8> {
     k
 }
 
-/// A registry entry as stored: everything but the latest report, which its history
-/// entry already holds.
-fn registry_entry(entry: &StoredConnector) -> StoredConnector {
-    StoredConnector {
-        group: entry.group.clone(),
-        first_seen_ms: entry.first_seen_ms,
-        last_seen_ms: entry.last_seen_ms,
-        epoch: entry.epoch,
-        last_seq: entry.last_seq,
-        latest: None,
-        clock_offset_ms: entry.clock_offset_ms,
-        recent_offsets_ms: entry.recent_offsets_ms.clone(),
+impl StoredConnector {
+    /// The entry without its latest report: what the registry stores (the report's
+    /// history entry already holds it), and what the writer needs of a connector's
+    /// previous entry.
+    pub fn without_report(&self) -> StoredConnector {
+        StoredConnector {
+            group: self.group.clone(),
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            epoch: self.epoch,
+            last_seq: self.last_seq,
+            latest: None,
+            clock_offset_ms: self.clock_offset_ms,
+            recent_offsets_ms: self.recent_offsets_ms.clone(),
+        }
     }
 }
 

@@ -138,7 +138,7 @@ impl Aggregator {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/server.pem\"\nkey = \"{dir}/server.key\"\n[store]\ncache_mb = 64\nmax_batch = 1024\n[alert]\nlog = false\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/server.pem\"\nkey = \"{dir}/server.key\"\n[store]\ncache_mb = 64\n[alert]\nlog = false\n",
                 data = data_dir.display(),
                 dir = pki.dir.display(),
             ),

@@ -20,6 +20,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Reports per group in the sled ceiling: the aggregator's default `max_batch`, which
+/// the benchmarked aggregator runs with.
+const GROUP: usize = connwatch_aggregator::config::StoreConfig::DEFAULT_MAX_BATCH;
+
 /// Handshakes in flight while a scenario connects its fleet.
 const CONNECT_PARALLEL: usize = 256;
 
@@ -208,7 +212,7 @@ pub async fn smoke(n: usize, rounds: usize, measure: Duration) -> anyhow::Result
     };
     for round in 0..rounds {
         let dir = bed.dir.path().join(format!("sled-{round}"));
-        let s = ceiling::sled(&dir, &bed.pool, &names, 1024, measure).await?;
+        let s = ceiling::sled(&dir, &bed.pool, &names, GROUP, measure).await?;
         out.sled.push(s.rate);
         let g = drive(&discard_sims, &bed.pool, offer, warmup, measure).await?;
         out.grpc.push(g.rate());
@@ -218,6 +222,32 @@ pub async fn smoke(n: usize, rounds: usize, measure: Duration) -> anyhow::Result
     }
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// Saturated ingest from `n` collectors into a fresh aggregator for `measure`.
+pub async fn saturate(n: usize, measure: Duration) -> anyhow::Result<Value> {
+    let bed = Bed::new(n, 50).await?;
+    let agg = Aggregator::start(&bed.dir.path().join("agg"), &bed.pki)?;
+    let (sims, _) = connect_all(&bed.pki, &agg.url(), &bed.certs, CONNECT_PARALLEL).await?;
+    let offer = Offer::Saturate { window: 8 };
+    let c = measured_drive(
+        Some(agg.pid()),
+        &sims,
+        &bed.pool,
+        offer,
+        Duration::from_secs(2),
+        measure,
+    )
+    .await?;
+    Ok(json!({
+        "collectors": n,
+        "reports_per_s": c.drive.rate(),
+        "ack_p50_ms": quantile_ms(&c.drive.latencies_us, 0.5),
+        "ack_p99_ms": quantile_ms(&c.drive.latencies_us, 0.99),
+        "agg_cpu_us_per_report": c.agg_cpu_us,
+        "generator_cpu_us_per_report": c.gen_cpu_us,
+        "not_stored": c.drive.other,
+    }))
 }
 
 /// Options of the full run.
@@ -285,7 +315,7 @@ pub async fn full(opts: &FullOptions) -> anyhow::Result<Value> {
     for round in 0..opts.repeats {
         eprintln!("bench: headline round {}", round + 1);
         let dir = bed.dir.path().join(format!("sled-{round}"));
-        let s = ceiling::sled(&dir, &bed.pool, &names, 1024, opts.measure).await?;
+        let s = ceiling::sled(&dir, &bed.pool, &names, GROUP, opts.measure).await?;
         let _ = std::fs::remove_dir_all(&dir);
         sled_rate.push(s.rate);
         sled_cpu.push(s.cpu_us);

@@ -78,6 +78,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Only saturated ingest into a fresh aggregator, with its CPU per report; prints
+    /// its JSON (for profiling one path without the rest of `full`).
+    Ingest {
+        /// Simulated collectors.
+        #[arg(long, default_value_t = 1000)]
+        collectors: usize,
+        /// Seconds measured, after 2 s of warm-up.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Internal: writes a registered fleet into a store folder (used by `full`).
     #[command(hide = true)]
     Populate {
@@ -161,6 +171,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Duration::from_secs(seconds.max(1)),
             )
             .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Cmd::Ingest {
+            collectors,
+            seconds,
+        } => {
+            let r =
+                connwatch_bench::saturate(collectors.max(1), Duration::from_secs(seconds.max(1)))
+                    .await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

@@ -5,7 +5,7 @@
 //! `query.proto`; a client decodes every row into `connectors`.
 
 use crate::v1::ConnectorSummary;
-use prost::bytes::{Buf, BufMut, Bytes};
+use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
 /// The rows of a connector listing.
@@ -13,10 +13,20 @@ use prost::encoding::{self, DecodeContext, WireType};
 pub struct ListConnectorsResponse {
     /// The rows, decoded: what a client reads.
     pub connectors: Vec<ConnectorSummary>,
-    /// Rows already encoded as `ConnectorSummary` messages; sent after `connectors`,
-    /// never filled by decoding.
+    /// Rows already encoded as `ConnectorSummary` messages, each framed as field 1
+    /// (see [`ListConnectorsResponse::push_encoded`]); sent after `connectors` as they
+    /// are, never filled by decoding.
     #[serde(skip)]
-    pub encoded: Vec<Bytes>,
+    pub encoded: Vec<u8>,
+}
+
+impl ListConnectorsResponse {
+    /// Appends a row already encoded as a `ConnectorSummary` message.
+    pub fn push_encoded(&mut self, row: &[u8]) {
+        encoding::encode_key(1, WireType::LengthDelimited, &mut self.encoded);
+        encoding::encode_varint(row.len() as u64, &mut self.encoded);
+        self.encoded.extend_from_slice(row);
+    }
 }
 
 impl prost::Message for ListConnectorsResponse {
@@ -24,9 +34,7 @@ impl prost::Message for ListConnectorsResponse {
         for row in &self.connectors {
             encoding::message::encode(1, row, buf);
         }
-        for row in &self.encoded {
-            encoding::bytes::encode(1, row, buf);
-        }
+        buf.put_slice(&self.encoded);
     }
 
     fn merge_field(
@@ -47,8 +55,7 @@ impl prost::Message for ListConnectorsResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        encoding::message::encoded_len_repeated(1, &self.connectors)
-            + encoding::bytes::encoded_len_repeated(1, &self.encoded)
+        encoding::message::encoded_len_repeated(1, &self.connectors) + self.encoded.len()
     }
 
     fn clear(&mut self) {
@@ -70,13 +77,12 @@ mod tests {
             finding_count: 2,
             ..Default::default()
         };
-        let sent = ListConnectorsResponse {
+        let mut sent = ListConnectorsResponse {
             connectors: vec![row("a")],
-            encoded: vec![
-                row("b").encode_to_vec().into(),
-                row("c").encode_to_vec().into(),
-            ],
+            encoded: Vec::new(),
         };
+        sent.push_encoded(&row("b").encode_to_vec());
+        sent.push_encoded(&row("c").encode_to_vec());
         let bytes = sent.encode_to_vec();
         assert_eq!(bytes.len(), sent.encoded_len());
         let got = ListConnectorsResponse::decode(bytes.as_slice()).expect("decodes");

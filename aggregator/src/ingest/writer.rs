@@ -1,14 +1,15 @@
 //! The single writer. Every accepted report goes through it: it takes as many as are
-//! waiting (up to `max_batch`), drops resends by (connector, epoch, seq), applies the
+//! waiting (up to `max_batch`, and [`MAX_GROUP_BYTES`] as received), drops resends by (connector, epoch, seq), applies the
 //! rest in one atomic batch, flushes once, and only then updates the live fleet and
 //! answers each report's sender. One flush per group keeps ingest far above the
 //! one-fsync-per-report ceiling.
 
+use crate::config::RulesConfig;
 use crate::fleet::SharedFleet;
 use crate::metrics::Metrics;
 use crate::store::{Snapshot, Store, StoredConnector, Write};
 use connwatch_shared::wire::{AckOutcome, Report};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -31,6 +32,26 @@ pub struct Submission {
     pub received_ms: i64,
     /// Where the outcome goes: stored or duplicate, or the store's failure.
     pub reply: oneshot::Sender<Result<AckOutcome, String>>,
+}
+
+/// The most bytes (as received) one group commits, whatever `max_batch` allows: a
+/// group is one history blob, read whole by every history query that needs one of its
+/// reports, and held in memory while it commits.
+pub const MAX_GROUP_BYTES: usize = 64 << 20;
+
+/// Adds to `group` (which holds at least one report) what is already waiting, until it
+/// has `max` reports or [`MAX_GROUP_BYTES`].
+fn gather(group: &mut Vec<Submission>, rx: &mut mpsc::Receiver<Submission>, max: usize) {
+    let mut bytes: usize = group.iter().map(|s| s.raw.len()).sum();
+    while group.len() < max && bytes < MAX_GROUP_BYTES {
+        match rx.try_recv() {
+            Ok(s) => {
+                bytes += s.raw.len();
+                group.push(s);
+            }
+            Err(_) => break,
+        }
+    }
 }
 
 /// How often the writer removes a slice of expired history.
@@ -104,13 +125,18 @@ pub async fn run(
     stop: CancellationToken,
     hooks: Hooks,
 ) {
-    let Hooks { metrics, restart } = hooks;
+    let Hooks {
+        metrics,
+        restart,
+        rules,
+    } = hooks;
     let mut failed: Option<String> = None;
     let Tuning {
         max_batch,
         retention,
     } = tuning;
     let mut batch = Vec::with_capacity(max_batch);
+    let mut updating = Updating::default();
     let mut pruner = Pruner {
         retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
         cursor: None,
@@ -145,12 +171,7 @@ pub async fn run(
         };
         let Some(first) = first else { break };
         batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
+        gather(&mut batch, &mut rx, max_batch);
         let group = std::mem::take(&mut batch);
         match &failed {
             // sled does not recover from a failed flush in the same process; refuse at
@@ -161,7 +182,8 @@ pub async fn run(
                 }
             }
             None => {
-                if let Err(e) = commit(&store, &fleet, group, &metrics).await {
+                if let Err(e) = commit(&store, &fleet, group, &metrics, &rules, &mut updating).await
+                {
                     failed = Some(format!(
                         "the store failed ({e}); nothing is acknowledged until the aggregator restarts, which it does by itself once the disk has room"
                     ));
@@ -169,6 +191,7 @@ pub async fn run(
             }
         }
     }
+    updating.finish().await;
     tracing::debug!("writer stopped");
 }
 
@@ -202,6 +225,8 @@ pub struct Hooks {
     pub metrics: Metrics,
     /// Asks the server to stop for a restart.
     pub restart: RestartOnSpace,
+    /// The thresholds the fleet is evaluated with.
+    pub rules: Arc<RulesConfig>,
 }
 
 /// After a store failure: checks for disk space in the store's folder, and when there
@@ -242,11 +267,48 @@ impl RestartOnSpace {
     }
 }
 
+/// The fleet update (evaluation, then acks) of the group committed last, which runs
+/// while the next group is applied and flushed; and that group's newest entries
+/// (without their reports), which the next group must see before the fleet has them.
+#[derive(Default)]
+struct Updating {
+    task: Option<tokio::task::JoinHandle<()>>,
+    entries: HashMap<String, StoredConnector>,
+}
+
+impl Updating {
+    /// Waits for the last group's update and acks.
+    async fn finish(&mut self) {
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the fleet update task failed");
+        }
+    }
+}
+
+/// Sends each report's outcome to its stream.
+fn answer(
+    replies: Vec<(oneshot::Sender<Result<AckOutcome, String>>, AckOutcome)>,
+    metrics: &Metrics,
+) {
+    for (reply, outcome) in replies {
+        match outcome {
+            AckOutcome::Duplicate => metrics.reports_duplicate.fetch_add(1, Relaxed),
+            _ => metrics.reports_stored.fetch_add(1, Relaxed),
+        };
+        // The stream may have gone; its collector will resend and get a duplicate ack.
+        let _ = reply.send(Ok(outcome));
+    }
+}
+
 async fn commit(
     store: &Arc<Store>,
     fleet: &SharedFleet,
     batch: Vec<Submission>,
     metrics: &Metrics,
+    rules: &Arc<RulesConfig>,
+    updating: &mut Updating,
 ) -> Result<(), String> {
     // Each report is moved, never copied: into its registry entry, which the store
     // encodes into the group's history blob and the fleet then keeps as the latest.
@@ -254,54 +316,66 @@ async fn commit(
     // The newest entry of each connector in this group, by its place in `writes`.
     let mut newest: HashMap<String, usize> = HashMap::new();
     let mut replies = Vec::with_capacity(batch.len());
-    {
+    // What the group needs of the fleet, copied out at once: a long read would hold up
+    // the fleet update behind it, and every query queued behind that.
+    let known: HashMap<String, StoredConnector> = {
+        let wanted: HashSet<&str> = batch
+            .iter()
+            .map(|s| s.connector.as_str())
+            .filter(|c| !updating.entries.contains_key(*c))
+            .collect();
         let fleet = fleet.read();
-        for s in batch {
-            let Submission {
-                connector,
-                report,
-                raw,
-                received_ms,
-                reply,
-            } = s;
-            let prev = newest
-                .get(&connector)
-                .map(|&i| &writes[i].entry)
-                .or_else(|| fleet.connectors.get(&connector));
-            if let Some(p) = prev
-                && p.epoch == report.epoch
-                && report.seq <= p.last_seq
-            {
-                replies.push((reply, AckOutcome::Duplicate));
-                continue;
-            }
-            let offset = received_ms - report.collected_at_ms;
-            let mut recent_offsets_ms: Vec<i64> = prev
-                .map(|p| p.recent_offsets_ms.clone())
-                .unwrap_or_default();
-            recent_offsets_ms.push(offset);
-            if recent_offsets_ms.len() > RECENT_OFFSETS {
-                recent_offsets_ms.remove(0);
-            }
-            let entry = StoredConnector {
-                group: report.group.clone(),
-                first_seen_ms: prev.map_or(received_ms, |p| p.first_seen_ms),
-                last_seen_ms: prev.map_or(received_ms, |p| p.last_seen_ms.max(received_ms)),
-                epoch: report.epoch,
-                last_seq: report.seq,
-                latest: Some(report),
-                clock_offset_ms: offset,
-                recent_offsets_ms,
-            };
-            newest.insert(connector.clone(), writes.len());
-            writes.push(Write {
-                connector,
-                entry,
-                received_ms,
-                raw,
-            });
-            replies.push((reply, AckOutcome::Stored));
+        wanted
+            .into_iter()
+            .filter_map(|c| Some((c.to_string(), fleet.connectors.get(c)?.without_report())))
+            .collect()
+    };
+    for s in batch {
+        let Submission {
+            connector,
+            report,
+            raw,
+            received_ms,
+            reply,
+        } = s;
+        let prev = newest
+            .get(&connector)
+            .map(|&i| &writes[i].entry)
+            .or_else(|| updating.entries.get(&connector))
+            .or_else(|| known.get(&connector));
+        if let Some(p) = prev
+            && p.epoch == report.epoch
+            && report.seq <= p.last_seq
+        {
+            replies.push((reply, AckOutcome::Duplicate));
+            continue;
         }
+        let offset = received_ms - report.collected_at_ms;
+        let mut recent_offsets_ms: Vec<i64> = prev
+            .map(|p| p.recent_offsets_ms.clone())
+            .unwrap_or_default();
+        recent_offsets_ms.push(offset);
+        if recent_offsets_ms.len() > RECENT_OFFSETS {
+            recent_offsets_ms.remove(0);
+        }
+        let entry = StoredConnector {
+            group: report.group.clone(),
+            first_seen_ms: prev.map_or(received_ms, |p| p.first_seen_ms),
+            last_seen_ms: prev.map_or(received_ms, |p| p.last_seen_ms.max(received_ms)),
+            epoch: report.epoch,
+            last_seq: report.seq,
+            latest: Some(report),
+            clock_offset_ms: offset,
+            recent_offsets_ms,
+        };
+        newest.insert(connector.clone(), writes.len());
+        writes.push(Write {
+            connector,
+            entry,
+            received_ms,
+            raw,
+        });
+        replies.push((reply, AckOutcome::Stored));
     }
     if !writes.is_empty() {
         let started = std::time::Instant::now();
@@ -342,16 +416,69 @@ async fn commit(
             return Err(e.to_string());
         }
         metrics.set_ingest_problem(None);
-        // In commit order: a connector's later entry replaces its earlier one.
-        fleet.upsert(writes.into_iter().map(|w| (w.connector, w.entry)));
+        updating.finish().await;
+        updating.entries = newest
+            .into_iter()
+            .map(|(connector, i)| (connector, writes[i].entry.without_report()))
+            .collect();
+        // Evaluating a group's connectors is milliseconds of CPU: it runs on a blocking
+        // thread while the next group commits, and ends before the acks, so that every
+        // answer given after a collector's ack already reflects its report.
+        let (fleet, rules, metrics) = (fleet.clone(), rules.clone(), metrics.clone());
+        let now = connwatch_shared::time::now_ms();
+        let entries = writes.into_iter().map(|w| (w.connector, w.entry));
+        updating.task = Some(tokio::spawn(async move {
+            let updated =
+                tokio::task::spawn_blocking(move || fleet.upsert(entries, now, &rules)).await;
+            answer(replies, &metrics);
+            if let Err(e) = updated {
+                // The reports are durable; the live view lacks what the failed update
+                // had not reached until those connectors report again or a restart.
+                tracing::error!(error = %e, "updating the live fleet failed");
+            }
+        }));
+        return Ok(());
     }
-    for (reply, outcome) in replies {
-        match outcome {
-            AckOutcome::Duplicate => metrics.reports_duplicate.fetch_add(1, Relaxed),
-            _ => metrics.reports_stored.fetch_add(1, Relaxed),
-        };
-        // The stream may have gone; its collector will resend and get a duplicate ack.
-        let _ = reply.send(Ok(outcome));
-    }
+    // Nothing new: the acks still wait for the previous group's, which they may name.
+    updating.finish().await;
+    answer(replies, metrics);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(bytes: usize) -> Submission {
+        Submission {
+            connector: "c".into(),
+            report: Report::default(),
+            raw: bytes::Bytes::from(vec![0u8; bytes]),
+            received_ms: 0,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_stops_at_its_count_or_its_bytes() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for _ in 0..5 {
+            tx.try_send(submission(10)).expect("room");
+        }
+        let mut group = vec![submission(10)];
+        gather(&mut group, &mut rx, 4);
+        assert_eq!(group.len(), 4, "stops at max_batch");
+        let mut group = vec![submission(10)];
+        gather(&mut group, &mut rx, 100);
+        assert_eq!(group.len(), 3, "takes only what is waiting");
+
+        let big = MAX_GROUP_BYTES / 2;
+        for _ in 0..3 {
+            tx.try_send(submission(big)).expect("room");
+        }
+        let mut group = vec![submission(10)];
+        gather(&mut group, &mut rx, 100);
+        assert_eq!(group.len(), 3, "stops once the bytes reach the bound");
+        assert_eq!(rx.len(), 1, "the rest waits for the next group");
+    }
 }

@@ -199,17 +199,36 @@ fn run(ops: &[Op], cfg: &Arc<RulesConfig>) -> Result<(), TestCaseError> {
     let mut fleet = Fleet::default();
     let mut rollup = Rollup::default();
     let mut now = START;
+    // Reports not yet in the fleet, and their evaluations worked out ahead.
+    let mut pending: Vec<(String, StoredConnector)> = Vec::new();
+    let mut prepared = HashMap::new();
     for (step, op) in ops.iter().enumerate() {
         match op {
             Op::Wait(ms) => now += ms,
             Op::Report { connector, .. } => {
                 let id = format!("c{connector}");
-                let e = entry(op, now, fleet.connectors.get(&id));
+                let before = pending
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| *p == id)
+                    .map(|(_, e)| e)
+                    .or_else(|| fleet.connectors.get(&id));
+                let e = entry(op, now, before);
+                // As the writer does: evaluated ahead with the group's context of the
+                // moment, put in place later (every other report, after the next
+                // step: the time and the group may have moved on meanwhile).
+                let ctx = rollup.contexts().get(&e.group).cloned().unwrap_or_default();
+                prepared.insert(id.clone(), Prepared::new(&id, &e, now, cfg, &ctx));
+                pending.push((id, e));
+            }
+        }
+        if step % 2 == 0 || step + 1 == ops.len() {
+            for (id, e) in pending.drain(..) {
                 fleet.connectors.insert(id.clone(), e);
                 rollup.mark(&id);
             }
         }
-        rollup.refresh(&fleet, now, cfg);
+        rollup.refresh_prepared(&fleet, now, cfg, &mut prepared);
         let reference = rules::evaluate(&fleet.connectors, now, cfg);
         let all = reference.all_findings();
         let (top, counts) = rollup.top_findings(0);
@@ -335,4 +354,42 @@ fn top_findings_are_the_most_urgent_and_counted_in_full() {
     assert_eq!(top, all[..3].to_vec());
     assert!(top.iter().all(|f| f.severity == Severity::Critical));
     assert_eq!(all[3].code, Code::GroupSplitReachability);
+}
+
+#[test]
+fn an_evaluation_prepared_for_a_newer_entry_is_not_used_for_the_old_one() {
+    let cfg = Arc::new(RulesConfig::default());
+    let report = Op::Report {
+        connector: 0,
+        group: 0,
+        version: 0,
+        endpoint_ok: true,
+        running: true,
+        cert_in: 200 * DAY,
+        skew_ms: 0,
+    };
+    let mut fleet = Fleet::default();
+    let old = entry(&report, START, None);
+    fleet.connectors.insert("c0".into(), old.clone());
+    // A second member on the same version keeps the group's context as it was.
+    fleet
+        .connectors
+        .insert("c1".into(), entry(&report, START + 50_000, None));
+    let mut rollup = Rollup::default();
+    rollup.refresh(&fleet, START + 50_000, &cfg);
+    // A newer report is evaluated ahead, but the old entry turns inactive before the
+    // newer one is in the fleet.
+    let later = START + 90_001;
+    let newer = entry(&report, later, Some(&old));
+    let ctx = rollup
+        .contexts()
+        .get(&newer.group)
+        .cloned()
+        .unwrap_or_default();
+    let mut prepared = HashMap::from([(
+        "c0".to_string(),
+        Prepared::new("c0", &newer, later, &cfg, &ctx),
+    )]);
+    rollup.refresh_prepared(&fleet, later, &cfg, &mut prepared);
+    assert!(rollup.connector("c0").is_some_and(|c| !c.active));
 }

@@ -43,8 +43,9 @@ const DICT_BYTES: usize = 16 * 1024;
 /// zstd's fastest level: the higher ones cost several times the CPU for a few
 /// percent less on these values.
 const LEVEL: i32 = 1;
-/// The largest decompressed blob accepted: far above `max_batch` reports of the
-/// largest allowed size, and a bound on what a damaged length can make us allocate.
+/// The largest decompressed blob accepted: far above what the writer puts in one
+/// group (64 MiB of reports, and one more report of at most 1 MiB), and a bound on what
+/// a damaged length can make us allocate.
 const MAX_RAW_BLOB: u64 = 1 << 31;
 /// Legacy entries moved per atomic step of the upgrade.
 const MIGRATE_CHUNK: usize = 1024;
@@ -348,7 +349,7 @@ impl Store {
             );
             batch.insert(
                 super::connector_key(&w.connector),
-                encode(&super::registry_entry(&w.entry)),
+                encode(&w.entry.without_report()),
             );
         }
         batch.insert(&blob_key(batch_no), blob.finish(dict.as_ref())?);
