@@ -239,8 +239,11 @@ pub async fn saturate(n: usize, measure: Duration) -> anyhow::Result<Value> {
         measure,
     )
     .await?;
+    let (rss, peak) = rss_bytes(agg.pid()).unwrap_or_default();
     Ok(json!({
         "collectors": n,
+        "agg_rss_bytes": rss,
+        "agg_peak_rss_bytes": peak,
         "reports_per_s": c.drive.rate(),
         "ack_p50_ms": quantile_ms(&c.drive.latencies_us, 0.5),
         "ack_p99_ms": quantile_ms(&c.drive.latencies_us, 0.99),
