@@ -116,7 +116,9 @@ pub async fn serve(
         })?),
     };
 
-    let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch * 4);
+    // One group's worth waits while one commits and one is put in place: enough to
+    // keep the writer busy; more only holds decoded reports (tens of KB each) in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel(config.store.max_batch);
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
     let writer_stop = CancellationToken::new();
     let restart_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
