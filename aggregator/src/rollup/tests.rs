@@ -295,10 +295,9 @@ proptest! {
     }
 }
 
-#[test]
-fn time_alone_turns_a_connector_inactive_and_then_retires_it() {
-    let cfg = Arc::new(RulesConfig::default());
-    let report = Op::Report {
+/// A report of a healthy connector in group 0, on version 0.
+fn healthy() -> Op {
+    Op::Report {
         connector: 0,
         group: 0,
         version: 0,
@@ -306,7 +305,13 @@ fn time_alone_turns_a_connector_inactive_and_then_retires_it() {
         running: true,
         cert_in: 200 * DAY,
         skew_ms: 0,
-    };
+    }
+}
+
+#[test]
+fn time_alone_turns_a_connector_inactive_and_then_retires_it() {
+    let cfg = Arc::new(RulesConfig::default());
+    let report = healthy();
     let mut fleet = Fleet::default();
     fleet
         .connectors
@@ -359,15 +364,7 @@ fn top_findings_are_the_most_urgent_and_counted_in_full() {
 #[test]
 fn an_evaluation_prepared_for_a_newer_entry_is_not_used_for_the_old_one() {
     let cfg = Arc::new(RulesConfig::default());
-    let report = Op::Report {
-        connector: 0,
-        group: 0,
-        version: 0,
-        endpoint_ok: true,
-        running: true,
-        cert_in: 200 * DAY,
-        skew_ms: 0,
-    };
+    let report = healthy();
     let mut fleet = Fleet::default();
     let old = entry(&report, START, None);
     fleet.connectors.insert("c0".into(), old.clone());
