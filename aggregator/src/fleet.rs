@@ -174,15 +174,18 @@ impl SharedFleet {
         rules: &Arc<RulesConfig>,
         prepared: &mut HashMap<String, Prepared>,
     ) {
-        struct ResetOnPanic<'a>(&'a mut Rollup);
+        // The published view goes too: it would go on answering for entries the
+        // failed refresh may already have changed.
+        struct ResetOnPanic<'a>(&'a mut Rollup, &'a Mutex<Arc<StatusView>>);
         impl Drop for ResetOnPanic<'_> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
                     self.0.reset();
+                    *self.1.lock() = Arc::default();
                 }
             }
         }
-        let guard = ResetOnPanic(rollup);
+        let guard = ResetOnPanic(rollup, &self.status);
         guard.0.refresh_prepared(fleet, now_ms, rules, prepared);
         let rollup = &*guard.0;
         let stale = {

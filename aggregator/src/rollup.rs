@@ -212,6 +212,8 @@ impl Rollup {
         if rebuild {
             *self = Rollup {
                 rules: Some(cfg.clone()),
+                // Never back: a published view names the generation it was made from.
+                generation: self.generation,
                 dirty: fleet.connectors.keys().cloned().collect(),
                 groups: cfg
                     .groups

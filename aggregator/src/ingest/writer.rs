@@ -272,17 +272,24 @@ impl RestartOnSpace {
 /// (without their reports), which the next group must see before the fleet has them.
 #[derive(Default)]
 struct Updating {
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Ends with whether the fleet took the whole group.
+    task: Option<tokio::task::JoinHandle<bool>>,
     entries: HashMap<String, StoredConnector>,
+    /// Set once an update failed: the fleet may then lack entries until a restart, so
+    /// `entries` keeps every group's instead of the last one's, or later groups would
+    /// take older entries for their connectors' previous ones.
+    lost: bool,
 }
 
 impl Updating {
     /// Waits for the last group's update and acks.
     async fn finish(&mut self) {
-        if let Some(task) = self.task.take()
-            && let Err(e) = task.await
-        {
-            tracing::error!(error = %e, "the fleet update task failed");
+        if let Some(task) = self.task.take() {
+            let updated = task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the fleet update task failed");
+                false
+            });
+            self.lost |= !updated;
         }
     }
 }
@@ -416,11 +423,15 @@ async fn commit(
             return Err(e.to_string());
         }
         metrics.set_ingest_problem(None);
-        updating.finish().await;
-        updating.entries = newest
+        let headers = newest
             .into_iter()
-            .map(|(connector, i)| (connector, writes[i].entry.without_report()))
-            .collect();
+            .map(|(connector, i)| (connector, writes[i].entry.without_report()));
+        updating.finish().await;
+        if updating.lost {
+            updating.entries.extend(headers);
+        } else {
+            updating.entries = headers.collect();
+        }
         // Evaluating a group's connectors is milliseconds of CPU: it runs on a blocking
         // thread while the next group commits, and ends before the acks, so that every
         // answer given after a collector's ack already reflects its report.
@@ -431,11 +442,14 @@ async fn commit(
             let updated =
                 tokio::task::spawn_blocking(move || fleet.upsert(entries, now, &rules)).await;
             answer(replies, &metrics);
-            if let Err(e) = updated {
-                // The reports are durable; the live view lacks what the failed update
-                // had not reached until those connectors report again or a restart.
-                tracing::error!(error = %e, "updating the live fleet failed");
-            }
+            updated
+                .map_err(|e| {
+                    // The reports are durable; the live view lacks what the failed
+                    // update had not reached until those connectors report again or
+                    // the aggregator restarts.
+                    tracing::error!(error = %e, "updating the live fleet failed");
+                })
+                .is_ok()
         }));
         return Ok(());
     }

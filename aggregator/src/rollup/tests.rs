@@ -390,3 +390,20 @@ fn an_evaluation_prepared_for_a_newer_entry_is_not_used_for_the_old_one() {
     rollup.refresh_prepared(&fleet, later, &cfg, &mut prepared);
     assert!(rollup.connector("c0").is_some_and(|c| !c.active));
 }
+
+#[test]
+fn the_generation_never_goes_back_through_a_reset() {
+    let cfg = Arc::new(RulesConfig::default());
+    let mut fleet = Fleet::default();
+    fleet
+        .connectors
+        .insert("c0".into(), entry(&healthy(), START, None));
+    let mut rollup = Rollup::default();
+    rollup.refresh(&fleet, START, &cfg);
+    let before = rollup.generation();
+    // A published view names its generation: after a reset and a rebuild the
+    // generation must differ, or the old view would go on answering.
+    rollup.reset();
+    rollup.refresh(&fleet, START, &cfg);
+    assert!(rollup.generation() > before);
+}
