@@ -239,18 +239,25 @@ pub async fn saturate(n: usize, measure: Duration) -> anyhow::Result<Value> {
         measure,
     )
     .await?;
-    let (rss, peak) = rss_bytes(agg.pid()).unwrap_or_default();
-    Ok(json!({
+    Ok(saturation_figures(n, &c, agg.pid()))
+}
+
+/// The figures of one saturated drive of `n` collectors against the aggregator `pid`.
+fn saturation_figures(n: usize, c: &Measured, pid: u32) -> Value {
+    let (rss, peak) = rss_bytes(pid).unwrap_or_default();
+    json!({
         "collectors": n,
-        "agg_rss_bytes": rss,
-        "agg_peak_rss_bytes": peak,
         "reports_per_s": c.drive.rate(),
+        "pacing_cap_per_s": n as f64 * f64::from(connwatch_aggregator::ingest::service::RATE_PER_IDENTITY),
         "ack_p50_ms": quantile_ms(&c.drive.latencies_us, 0.5),
         "ack_p99_ms": quantile_ms(&c.drive.latencies_us, 0.99),
+        "ack_p999_ms": quantile_ms(&c.drive.latencies_us, 0.999),
         "agg_cpu_us_per_report": c.agg_cpu_us,
         "generator_cpu_us_per_report": c.gen_cpu_us,
+        "agg_rss_bytes": rss,
+        "agg_peak_rss_bytes": peak,
         "not_stored": c.drive.other,
-    }))
+    })
 }
 
 /// Options of the full run.
@@ -362,17 +369,7 @@ pub async fn full(opts: &FullOptions) -> anyhow::Result<Value> {
         )
         .await?;
         stored_total += c.drive.stored_total;
-        let rss = rss_bytes(agg.pid()).unwrap_or_default();
-        scaling.push(json!({
-            "collectors": n,
-            "reports_per_s": c.drive.rate(),
-            "pacing_cap_per_s": n as f64 * f64::from(connwatch_aggregator::ingest::service::RATE_PER_IDENTITY),
-            "ack_p50_ms": quantile_ms(&c.drive.latencies_us, 0.5),
-            "ack_p99_ms": quantile_ms(&c.drive.latencies_us, 0.99),
-            "ack_p999_ms": quantile_ms(&c.drive.latencies_us, 0.999),
-            "agg_cpu_us_per_report": c.agg_cpu_us,
-            "agg_rss_bytes": rss.0,
-        }));
+        scaling.push(saturation_figures(n, &c, agg.pid()));
     }
 
     // Ramp: offered rates up to past saturation, on the whole fleet.

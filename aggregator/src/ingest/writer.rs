@@ -1,8 +1,8 @@
 //! The single writer. Every accepted report goes through it: it takes as many as are
-//! waiting (up to `max_batch`, and [`MAX_GROUP_BYTES`] as received), drops resends by (connector, epoch, seq), applies the
-//! rest in one atomic batch, flushes once, and only then updates the live fleet and
-//! answers each report's sender. One flush per group keeps ingest far above the
-//! one-fsync-per-report ceiling.
+//! waiting (up to `max_batch`, and [`MAX_GROUP_BYTES`] as received), drops resends by
+//! (connector, epoch, seq), applies the rest in one atomic batch, flushes once, and
+//! only then updates the live fleet and answers each report's sender. One flush per
+//! group keeps ingest far above the one-fsync-per-report ceiling.
 
 use crate::config::RulesConfig;
 use crate::fleet::SharedFleet;
