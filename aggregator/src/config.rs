@@ -107,6 +107,7 @@ struct RawStore {
     cache_mb: Option<u64>,
     max_batch: Option<usize>,
     retention: Option<String>,
+    commit_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +374,28 @@ fn thresholds(
     Ok(t)
 }
 
+/// Parses `store.commit_interval`: zero is allowed (no waiting), over a second is not.
+fn commit_interval(file: &Path, text: &str) -> Result<Duration, ConfigError> {
+    let key = "store.commit_interval";
+    let d = connwatch_shared::time::parse_duration(text).map_err(|e| {
+        invalid(
+            file,
+            key,
+            e,
+            "write it like `20ms`, or `0s` to commit at once",
+        )
+    })?;
+    if d > StoreConfig::MAX_COMMIT_INTERVAL {
+        return Err(invalid(
+            file,
+            key,
+            "is longer than 1s",
+            "acks wait for it and collectors give up on them after a few seconds: keep it to tens of milliseconds",
+        ));
+    }
+    Ok(d)
+}
+
 /// Store tuning.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -382,6 +405,9 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// How long history is kept; older reports are removed.
     pub retention: Duration,
+    /// The least time between the starts of two group commits; reports that arrive
+    /// meanwhile join the next group. Zero commits whatever is waiting at once.
+    pub commit_interval: Duration,
 }
 
 impl StoreConfig {
@@ -390,6 +416,12 @@ impl StoreConfig {
     /// wake-up and an ack write of its own on both ends; at 4096 the same machine
     /// stores more than twice as many.
     pub const DEFAULT_MAX_BATCH: usize = 4096;
+    /// Commit interval unless configured: a fleet at its pace sends one report at a
+    /// time, and committing each alone costs it a whole group's work.
+    pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
+    /// The longest commit interval accepted: acks wait for it, and collectors give up
+    /// on an ack after a few seconds.
+    pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 impl Default for StoreConfig {
@@ -398,6 +430,7 @@ impl Default for StoreConfig {
             cache_bytes: 64 << 20,
             max_batch: StoreConfig::DEFAULT_MAX_BATCH,
             retention: Duration::from_secs(30 * 86_400),
+            commit_interval: StoreConfig::DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -495,6 +528,10 @@ impl Config {
             retention: match &raw.store.retention {
                 Some(t) => cfg::duration(file, "store.retention", t)?,
                 None => StoreConfig::default().retention,
+            },
+            commit_interval: match &raw.store.commit_interval {
+                Some(t) => commit_interval(file, t)?,
+                None => StoreConfig::default().commit_interval,
             },
         };
         if store.retention <= rules.retire_after {
@@ -720,6 +757,11 @@ mod tests {
         assert_eq!(c.alert.policy.codes.len(), DEFAULT_ALERT_CODES.len());
         assert_eq!(c.alert.policy.for_ms, 0);
         assert!(c.metrics.listen.is_none());
+        assert_eq!(c.store.commit_interval, Duration::from_millis(20));
+        for (text, want) in [("0s", 0), ("5ms", 5), ("1s", 1000)] {
+            let c = parse(&format!("[store]\ncommit_interval = \"{text}\"")).expect("valid");
+            assert_eq!(c.store.commit_interval, Duration::from_millis(want));
+        }
     }
 
     #[test]
@@ -765,6 +807,11 @@ mod tests {
             ),
             ("[store]\nmax_batch = 0", "store.max_batch"),
             ("[store]\nretention = \"5d\"", "store.retention"),
+            ("[store]\ncommit_interval = \"2s\"", "store.commit_interval"),
+            (
+                "[store]\ncommit_interval = \"soon\"",
+                "store.commit_interval",
+            ),
             (
                 "[[group]]\nname = \"a\"\ninactive_after = \"11d\"",
                 "group[0].inactive_after",

@@ -130,6 +130,7 @@ pub async fn serve(
         writer::Tuning {
             max_batch: config.store.max_batch,
             retention: config.store.retention,
+            commit_interval: config.store.commit_interval,
         },
         writer_stop.clone(),
         writer::Hooks {

@@ -132,13 +132,18 @@ impl Aggregator {
     /// Writes a config under `root` (store in `root/data`) and starts the release or
     /// debug binary beside this one, waiting until it listens.
     pub fn start(root: &Path, pki: &Pki) -> anyhow::Result<Aggregator> {
+        Aggregator::start_with(root, pki, "")
+    }
+
+    /// [`Aggregator::start`] with more lines for the config's `[store]` table.
+    pub fn start_with(root: &Path, pki: &Pki, store: &str) -> anyhow::Result<Aggregator> {
         std::fs::create_dir_all(root).context("cannot create the aggregator's folder")?;
         let data_dir = root.join("data");
         let config = root.join("aggregator.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/server.pem\"\nkey = \"{dir}/server.key\"\n[store]\ncache_mb = 64\n[alert]\nlog = false\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[tls]\nca = \"{dir}/ca.pem\"\ncert = \"{dir}/server.pem\"\nkey = \"{dir}/server.key\"\n[store]\ncache_mb = 64\n{store}[alert]\nlog = false\n",
                 data = data_dir.display(),
                 dir = pki.dir.display(),
             ),

@@ -400,12 +400,20 @@ async fn stream_one(
         tokio::spawn(async move {
             let mut seq = 0u64;
             // Pacing in 50 ms slices keeps timer wake-ups low with thousands of streams.
+            // Random phase twice over: within a slice (each stream's ticks are offset),
+            // and across slices (a stream below one report per slice starts with a
+            // random part of one, so the fleet's reports do not all fall on the same
+            // slice).
             let slice = Duration::from_millis(50);
-            let mut tick = tokio::time::interval(slice);
+            let (phase, mut budget) = {
+                let mut rng = rand::rng();
+                (
+                    Duration::from_micros(rng.random_range(0..50_000)),
+                    rng.random_range(0.0..1.0f64),
+                )
+            };
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, slice);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let phase = Duration::from_millis(rand::rng().random_range(0..50));
-            tokio::time::sleep(phase).await;
-            let mut budget = 0.0f64;
             while !shared.stop.load(Relaxed) {
                 let n = match per_second {
                     None => 1,

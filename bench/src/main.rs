@@ -88,6 +88,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Only the steady fleet: the collectors send a set rate in all, with random phase,
+    /// into a fresh aggregator; prints its JSON (CPU, disk and ack latency per report
+    /// when the writer commits a few reports at a time).
+    Steady {
+        /// Simulated collectors.
+        #[arg(long, default_value_t = 1000)]
+        collectors: usize,
+        /// Reports per second they send in all.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds measured, after the warm-up.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Internal: writes a registered fleet into a store folder (used by `full`).
     #[command(hide = true)]
     Populate {
@@ -181,6 +195,21 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let r =
                 connwatch_bench::saturate(collectors.max(1), Duration::from_secs(seconds.max(1)))
                     .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Cmd::Steady {
+            collectors,
+            rate,
+            seconds,
+        } => {
+            let bed = connwatch_bench::Bed::new(collectors.max(1), 50).await?;
+            let r = connwatch_bench::steady::run(
+                &bed,
+                rate.max(1.0),
+                Duration::from_secs(seconds.max(1)),
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

@@ -141,11 +141,14 @@ pub fn table(r: &Value) -> String {
             ),
             format!("{disk:.0}"),
             format!(
-                "{} reports; ack p50 / p99 {:.1} / {:.1} ms; aggregator CPU {:.0} µs/report",
+                "{} reports; ack p50 / p99 {:.1} / {:.1} ms; aggregator CPU {:.0} µs/report (each report committed alone: {:.0} bytes, ack p50 {:.1} ms, {:.0} µs/report)",
                 st["reports_stored"],
                 num(&st["ack_p50_ms"]),
                 num(&st["ack_p99_ms"]),
-                num(&st["agg_cpu_us_per_report"])
+                num(&st["agg_cpu_us_per_report"]),
+                num(&st["commit_at_once"]["disk_bytes_per_report"]),
+                num(&st["commit_at_once"]["ack_p50_ms"]),
+                num(&st["commit_at_once"]["agg_cpu_us_per_report"]),
             ),
             "<= 1,536",
             verdict(disk <= 1536.0),

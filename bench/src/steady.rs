@@ -1,7 +1,8 @@
 //! A steady fleet at its usual pace: every collector of the bed sends one report per
 //! interval, with random phase, into a fresh aggregator. Saturation commits groups of
 //! a thousand reports; a fleet at its pace commits a few at a time, and this is what
-//! those small groups cost: history on disk, CPU and ack latency per report.
+//! those small groups cost: history on disk, CPU and ack latency per report, beside
+//! the same fleet into an aggregator that commits each report alone.
 
 use crate::fixture::{Aggregator, disk_bytes};
 use crate::load::{Offer, connect_all, drive};
@@ -11,9 +12,31 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Runs `per_s` reports per second from the bed's collectors for `measure`, after a
-/// warm-up long enough for the store to train its compression dictionary.
+/// warm-up long enough for the store to train its compression dictionary: first into
+/// an aggregator that commits each report as it comes (`commit_interval = "0s"`, the
+/// baseline), then into one with the default interval.
 pub async fn run(bed: &Bed, per_s: f64, measure: Duration) -> anyhow::Result<Value> {
-    let agg = Aggregator::start(&bed.dir.path().join("steady"), &bed.pki)?;
+    let at_once = one(
+        bed,
+        "steady-at-once",
+        "commit_interval = \"0s\"\n",
+        per_s,
+        measure,
+    )
+    .await?;
+    let mut r = one(bed, "steady", "", per_s, measure).await?;
+    r["commit_at_once"] = at_once;
+    Ok(r)
+}
+
+async fn one(
+    bed: &Bed,
+    name: &str,
+    store: &str,
+    per_s: f64,
+    measure: Duration,
+) -> anyhow::Result<Value> {
+    let agg = Aggregator::start_with(&bed.dir.path().join(name), &bed.pki, store)?;
     let (sims, _) = connect_all(&bed.pki, &agg.url(), &bed.certs, CONNECT_PARALLEL).await?;
     let offer = Offer::Rate { total: per_s };
     let warmup = Duration::from_secs_f64(TRAIN_AFTER as f64 / per_s.max(1.0) + 2.0);

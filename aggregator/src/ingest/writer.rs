@@ -39,17 +39,53 @@ pub struct Submission {
 /// reports, and held in memory while it commits.
 pub const MAX_GROUP_BYTES: usize = 64 << 20;
 
+/// Whether a group can take no more: `max` reports or [`MAX_GROUP_BYTES`].
+fn is_full(group: &[Submission], bytes: usize, max: usize) -> bool {
+    group.len() >= max || bytes >= MAX_GROUP_BYTES
+}
+
 /// Adds to `group` (which holds at least one report) what is already waiting, until it
-/// has `max` reports or [`MAX_GROUP_BYTES`].
-fn gather(group: &mut Vec<Submission>, rx: &mut mpsc::Receiver<Submission>, max: usize) {
+/// is full; returns its bytes as received.
+fn gather(group: &mut Vec<Submission>, rx: &mut mpsc::Receiver<Submission>, max: usize) -> usize {
     let mut bytes: usize = group.iter().map(|s| s.raw.len()).sum();
-    while group.len() < max && bytes < MAX_GROUP_BYTES {
+    while !is_full(group, bytes, max) {
         match rx.try_recv() {
             Ok(s) => {
                 bytes += s.raw.len();
                 group.push(s);
             }
             Err(_) => break,
+        }
+    }
+    bytes
+}
+
+/// Goes on adding to `group` what arrives until `until`, unless it fills or `stop`
+/// fires first. A fleet at its usual pace sends reports one at a time, each on its own
+/// stream; committing each alone would cost every report a whole group's work (a
+/// flush, a history blob, a fleet update): waiting a few milliseconds for the reports
+/// behind it costs them that much ack latency instead.
+async fn linger(
+    group: &mut Vec<Submission>,
+    mut bytes: usize,
+    rx: &mut mpsc::Receiver<Submission>,
+    max: usize,
+    until: tokio::time::Instant,
+    stop: &CancellationToken,
+) {
+    while !is_full(group, bytes, max) {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout_at(until, rx.recv()) => r,
+        };
+        match next {
+            Ok(Some(s)) => {
+                group.push(s);
+                bytes = gather(group, rx, max);
+            }
+            // The time is up, or every sender has gone.
+            Ok(None) | Err(_) => return,
         }
     }
 }
@@ -103,6 +139,9 @@ pub struct Tuning {
     pub max_batch: usize,
     /// History older than this is removed.
     pub retention: Duration,
+    /// The least time from one group's start to the next: reports that arrive
+    /// meanwhile wait for it, up to a full group.
+    pub commit_interval: Duration,
 }
 
 /// Requests other than reports that the writer serves between groups, so that they
@@ -134,7 +173,9 @@ pub async fn run(
     let Tuning {
         max_batch,
         retention,
+        commit_interval,
     } = tuning;
+    let mut last_group = tokio::time::Instant::now();
     let mut batch = Vec::with_capacity(max_batch);
     let mut updating = Updating::default();
     let mut pruner = Pruner {
@@ -171,7 +212,14 @@ pub async fn run(
         };
         let Some(first) = first else { break };
         batch.push(first);
-        gather(&mut batch, &mut rx, max_batch);
+        let bytes = gather(&mut batch, &mut rx, max_batch);
+        // The first report after a quiet spell goes at once; under load, groups already
+        // take longer than the interval and nothing waits.
+        let until = last_group + commit_interval;
+        if failed.is_none() && tokio::time::Instant::now() < until {
+            linger(&mut batch, bytes, &mut rx, max_batch, until, &stop).await;
+        }
+        last_group = tokio::time::Instant::now();
         let group = std::mem::take(&mut batch);
         match &failed {
             // sled does not recover from a failed flush in the same process; refuse at
@@ -494,5 +542,46 @@ mod tests {
         gather(&mut group, &mut rx, 100);
         assert_eq!(group.len(), 3, "stops once the bytes reach the bound");
         assert_eq!(rx.len(), 1, "the rest waits for the next group");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_takes_what_arrives_until_its_time_or_a_full_group() {
+        let stop = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let start = tokio::time::Instant::now();
+        let until = start + Duration::from_millis(20);
+        let sender = tokio::spawn(async move {
+            for at in [5, 10, 30] {
+                tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+                tx.send(submission(10)).await.expect("open");
+            }
+            tx
+        });
+        let mut group = vec![submission(10)];
+        linger(&mut group, 10, &mut rx, 100, until, &stop).await;
+        assert_eq!(group.len(), 3, "the two sent within the interval join");
+        assert_eq!(
+            tokio::time::Instant::now(),
+            until,
+            "it waits out the interval"
+        );
+        let tx = sender.await.expect("sender");
+        assert_eq!(rx.len(), 1, "the one sent later waits for the next group");
+
+        let mut group = vec![submission(10)];
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        linger(&mut group, 10, &mut rx, 2, until, &stop).await;
+        assert_eq!(group.len(), 2);
+        assert!(
+            tokio::time::Instant::now() < until,
+            "a full group goes at once"
+        );
+
+        tx.send(submission(10)).await.expect("open");
+        stop.cancel();
+        let mut group = vec![submission(10)];
+        linger(&mut group, 10, &mut rx, 100, until, &stop).await;
+        assert_eq!(group.len(), 1, "a stop commits what it has without waiting");
+        assert!(tokio::time::Instant::now() < until);
     }
 }
