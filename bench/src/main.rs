@@ -102,6 +102,13 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Only the reconnect storm: collectors connect at once to a fresh aggregator, then
+    /// idle while its memory is read; prints its JSON.
+    Storm {
+        /// Simulated collectors.
+        #[arg(long, default_value_t = 10_000)]
+        collectors: usize,
+    },
     /// Internal: writes a registered fleet into a store folder (used by `full`).
     #[command(hide = true)]
     Populate {
@@ -210,6 +217,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Duration::from_secs(seconds.max(1)),
             )
             .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Cmd::Storm { collectors } => {
+            let bed = connwatch_bench::Bed::new(1, 50).await?;
+            let r = connwatch_bench::storm::run(&bed, collectors.max(1)).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
