@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod listener;
 pub mod metrics;
+pub mod priority;
 pub mod query;
 pub mod remedy;
 pub mod rollup;

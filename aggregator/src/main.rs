@@ -178,8 +178,15 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let serving = matches!(cli.command, Command::Serve { .. });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            // Only the server: a CLI command's threads have nothing to yield to.
+            if serving {
+                connwatch_aggregator::priority::lower_for_ingest();
+            }
+        })
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
