@@ -97,13 +97,42 @@ fn is_operator(stream: &TlsStream<TcpStream>) -> bool {
         })
 }
 
+/// Connections the kernel completes before the aggregator accepts them. A fleet
+/// reconnecting at once (after a restart) overflows a short queue, and each connection
+/// dropped from it waits a SYN retransmission (1 s, then 3 s) before its next try;
+/// the kernel caps this at `net.core.somaxconn`.
+pub const BACKLOG: u32 = 8192;
+
+/// Binds `addr` for the listener, with a backlog of [`BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart can bind while old connections linger.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Accepts connections on `listener` until `stop`, yielding each one whose handshake
 /// succeeded, sorted by role. Failed handshakes (wrong CA, expired certificate, no
 /// certificate) are logged at debug level and dropped: the client sees the TLS alert.
-pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationToken) -> Incoming {
+/// The accept loop runs on `accept_on` (the operators' runtime, whose thread keeps the
+/// process's priority: accepting is cheap, and a reconnecting fleet must not find the
+/// kernel's queue full while ingest has the cores); the handshakes run on the calling
+/// runtime.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    accept_on: &tokio::runtime::Handle,
+    stop: CancellationToken,
+) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
     let (op_tx, op_rx) = mpsc::channel(8);
-    tokio::spawn(async move {
+    let handshakes = tokio::runtime::Handle::current();
+    accept_on.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -124,7 +153,7 @@ pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationTo
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             let op_tx = op_tx.clone();
-            tokio::spawn(async move {
+            handshakes.spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) if is_operator(&stream) => {
                         let _ = op_tx.send(Ok(stream)).await;

@@ -56,7 +56,7 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: Arc<Notify>,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+    let listener = listener::bind(config.listen).with_context(|| {
         format!(
             "cannot listen on {} (key `listen` in {})",
             config.listen,
@@ -221,7 +221,6 @@ pub async fn serve(
     ready(addr);
 
     let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
-    let incoming = listener::incoming(listener, tls, shutdown.clone());
     // Operators' connections get the same services on a runtime of their own: with
     // the workers busy with report streams, a query would otherwise wait its turn
     // behind them (status p99 12-27 ms at half of ingest saturation, against 5).
@@ -231,6 +230,12 @@ pub async fn serve(
         .enable_all()
         .build()
         .context("cannot start the operator runtime")?;
+    let incoming = listener::incoming(
+        listener,
+        tls,
+        operator_runtime.handle(),
+        shutdown.clone(),
+    );
     let operator_server = server
         .clone()
         .serve_with_incoming_shutdown(incoming.operators, shutdown.clone().cancelled_owned());
