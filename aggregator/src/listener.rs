@@ -99,8 +99,8 @@ fn is_operator(stream: &TlsStream<TcpStream>) -> bool {
 
 /// Connections the kernel completes before the aggregator accepts them. A fleet
 /// reconnecting at once (after a restart) overflows a short queue, and each connection
-/// dropped from it waits a SYN retransmission (1 s, then 3 s) before its next try;
-/// the kernel caps this at `net.core.somaxconn`.
+/// dropped from it waits a SYN retransmission (1 s, then 3 s) before its next try.
+/// The kernel caps this at `net.core.somaxconn` (4096 by default).
 pub const BACKLOG: u32 = 8192;
 
 /// Binds `addr` for the listener, with a backlog of [`BACKLOG`].
@@ -119,20 +119,10 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections on `listener` until `stop`, yielding each one whose handshake
 /// succeeded, sorted by role. Failed handshakes (wrong CA, expired certificate, no
 /// certificate) are logged at debug level and dropped: the client sees the TLS alert.
-/// The accept loop runs on `accept_on` (the operators' runtime, whose thread keeps the
-/// process's priority: accepting is cheap, and a reconnecting fleet must not find the
-/// kernel's queue full while ingest has the cores); the handshakes run on the calling
-/// runtime.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Arc<ServerTls>,
-    accept_on: &tokio::runtime::Handle,
-    stop: CancellationToken,
-) -> Incoming {
+pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationToken) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
     let (op_tx, op_rx) = mpsc::channel(8);
-    let handshakes = tokio::runtime::Handle::current();
-    accept_on.spawn(async move {
+    tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -153,7 +143,7 @@ pub fn incoming(
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             let op_tx = op_tx.clone();
-            handshakes.spawn(async move {
+            tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) if is_operator(&stream) => {
                         let _ = op_tx.send(Ok(stream)).await;

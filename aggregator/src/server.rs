@@ -223,19 +223,17 @@ pub async fn serve(
     let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
     // Operators' connections get the same services on a runtime of their own: with
     // the workers busy with report streams, a query would otherwise wait its turn
-    // behind them (status p99 12-27 ms at half of ingest saturation, against 5).
+    // behind them (status p99 12-27 ms at half of ingest saturation, against 5). Its
+    // thread keeps the process's priority only because it is started here, on the
+    // thread that runs `block_on` (threads inherit their creator's nice value, and
+    // the main runtime's are lowered): this must not move into a spawned task.
     let operator_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("connwatch-operator")
         .enable_all()
         .build()
         .context("cannot start the operator runtime")?;
-    let incoming = listener::incoming(
-        listener,
-        tls,
-        operator_runtime.handle(),
-        shutdown.clone(),
-    );
+    let incoming = listener::incoming(listener, tls, shutdown.clone());
     let operator_server = server
         .clone()
         .serve_with_incoming_shutdown(incoming.operators, shutdown.clone().cancelled_owned());

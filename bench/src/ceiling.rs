@@ -153,9 +153,11 @@ pub struct DiscardServer {
 impl DiscardServer {
     /// Starts it on a free loopback port.
     pub fn start(pki: &Pki) -> anyhow::Result<DiscardServer> {
+        // At the priority of the aggregator's ingest threads, which it stands in for.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
+            .on_thread_start(connwatch_aggregator::priority::lower_for_ingest)
             .build()?;
         // Bound with std: blocking on another runtime from inside this one would panic.
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;

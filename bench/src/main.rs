@@ -121,8 +121,14 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The simulated collectors run at the priority of the aggregator's own ingest
+    // threads (its main runtime's), below the operator's client, which runs on a
+    // thread of its own started from the main thread: in a real deployment neither the
+    // collectors nor the operator share the aggregator's cores, and here neither should
+    // take them from the other's counterpart.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(connwatch_aggregator::priority::lower_for_ingest)
         .build()
     {
         Ok(r) => r,

@@ -61,7 +61,8 @@ fn gather(group: &mut Vec<Submission>, rx: &mut mpsc::Receiver<Submission>, max:
 }
 
 /// Goes on adding to `group` what arrives until `until`, unless it fills or `stop`
-/// fires first. A fleet at its usual pace sends reports one at a time, each on its own
+/// fires first (snapshot requests and the retention sweep wait for it, as they wait
+/// for a commit). A fleet at its usual pace sends reports one at a time, each on its own
 /// stream; committing each alone would cost every report a whole group's work (a
 /// flush, a history blob, a fleet update): waiting a few milliseconds for the reports
 /// behind it costs them that much ack latency instead.
@@ -175,7 +176,11 @@ pub async fn run(
         retention,
         commit_interval,
     } = tuning;
-    let mut last_group = tokio::time::Instant::now();
+    // As if the last group had started an interval ago, so the first report goes at once.
+    let mut last_group = {
+        let now = tokio::time::Instant::now();
+        now.checked_sub(commit_interval).unwrap_or(now)
+    };
     let mut batch = Vec::with_capacity(max_batch);
     let mut updating = Updating::default();
     let mut pruner = Pruner {
