@@ -116,7 +116,11 @@ impl SharedFleet {
                     }
                 }
             }
-            self.refresh(&mut rollup, &fleet, now_ms, rules, &mut prepared);
+            // The view is published once, after the last slice: until the acks go out
+            // (after this returns) the view from before the group answers truly, and
+            // building it is a copy of every group and the top findings.
+            let last = newest.peek().is_none();
+            self.refresh(&mut rollup, &fleet, now_ms, rules, &mut prepared, last);
             // Handed straight to the readers waiting: an ordinary unlock would let
             // this loop take the locks again before they woke, and they would wait
             // for the whole group after all.
@@ -137,7 +141,14 @@ impl SharedFleet {
     ) -> R {
         let fleet = self.read();
         let mut rollup = self.rollup.lock();
-        self.refresh(&mut rollup, &fleet, now_ms, rules, &mut HashMap::new());
+        self.refresh(
+            &mut rollup,
+            &fleet,
+            now_ms,
+            rules,
+            &mut HashMap::new(),
+            true,
+        );
         f(&fleet, &rollup)
     }
 
@@ -164,8 +175,9 @@ impl SharedFleet {
         })
     }
 
-    /// Brings `rollup` up to date and publishes the status view if it changed. A
-    /// refresh that panics leaves the rollup to be rebuilt from scratch, not half done.
+    /// Brings `rollup` up to date and, if `publish`, publishes the status view if it
+    /// changed. A refresh that panics leaves the rollup to be rebuilt from scratch, not
+    /// half done.
     fn refresh(
         &self,
         rollup: &mut Rollup,
@@ -173,6 +185,7 @@ impl SharedFleet {
         now_ms: i64,
         rules: &Arc<RulesConfig>,
         prepared: &mut HashMap<String, Prepared>,
+        publish: bool,
     ) {
         // The published view goes too: it would go on answering for entries the
         // failed refresh may already have changed.
@@ -188,7 +201,7 @@ impl SharedFleet {
         let guard = ResetOnPanic(rollup, &self.status);
         guard.0.refresh_prepared(fleet, now_ms, rules, prepared);
         let rollup = &*guard.0;
-        let stale = {
+        let stale = publish && {
             let view = self.status.lock();
             view.generation != rollup.generation()
                 || !view.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules))

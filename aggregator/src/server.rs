@@ -221,6 +221,7 @@ pub async fn serve(
     ready(addr);
 
     let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
+    let incoming = listener::incoming(listener, tls, shutdown.clone());
     // Operators' connections get the same services on a runtime of their own: with
     // the workers busy with report streams, a query would otherwise wait its turn
     // behind them (status p99 12-27 ms at half of ingest saturation, against 5). Its
@@ -233,7 +234,6 @@ pub async fn serve(
         .enable_all()
         .build()
         .context("cannot start the operator runtime")?;
-    let incoming = listener::incoming(listener, tls, shutdown.clone());
     let operator_server = server
         .clone()
         .serve_with_incoming_shutdown(incoming.operators, shutdown.clone().cancelled_owned());

@@ -180,9 +180,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Smoke { collectors } => {
-            let s = connwatch_bench::smoke_checked(collectors).await?;
-            println!("{}", serde_json::to_string_pretty(&s.json())?);
-            Ok(())
+            print(&connwatch_bench::smoke_checked(collectors).await?.json())
         }
         Cmd::Query {
             collectors,
@@ -191,25 +189,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             seconds,
         } => {
             let bed = connwatch_bench::Bed::new(collectors.max(1), 50).await?;
-            let r = connwatch_bench::query::run(
-                &bed,
-                connectors,
-                rate,
-                Duration::from_secs(seconds.max(1)),
-            )
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
+            let measure = Duration::from_secs(seconds.max(1));
+            print(&connwatch_bench::query::run(&bed, connectors, rate, measure).await?)
         }
         Cmd::Ingest {
             collectors,
             seconds,
         } => {
-            let r =
-                connwatch_bench::saturate(collectors.max(1), Duration::from_secs(seconds.max(1)))
-                    .await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
+            let measure = Duration::from_secs(seconds.max(1));
+            print(&connwatch_bench::saturate(collectors.max(1), measure).await?)
         }
         Cmd::Steady {
             collectors,
@@ -217,24 +205,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             seconds,
         } => {
             let bed = connwatch_bench::Bed::new(collectors.max(1), 50).await?;
-            let r = connwatch_bench::steady::run(
-                &bed,
-                rate.max(1.0),
-                Duration::from_secs(seconds.max(1)),
-            )
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
+            let measure = Duration::from_secs(seconds.max(1));
+            print(&connwatch_bench::steady::run(&bed, rate.max(1.0), measure).await?)
         }
         Cmd::Storm { collectors } => {
             let bed = connwatch_bench::Bed::new(1, 50).await?;
-            let r = connwatch_bench::storm::run(&bed, collectors.max(1)).await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
+            print(&connwatch_bench::storm::run(&bed, collectors.max(1)).await?)
         }
         Cmd::Populate {
             data_dir,
             connectors,
         } => connwatch_bench::query::populate(&data_dir, connectors, 50).await,
     }
+}
+
+/// Prints a scenario's figures as JSON.
+fn print(figures: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(figures)?);
+    Ok(())
 }

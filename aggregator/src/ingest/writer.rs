@@ -44,10 +44,14 @@ fn is_full(group: &[Submission], bytes: usize, max: usize) -> bool {
     group.len() >= max || bytes >= MAX_GROUP_BYTES
 }
 
-/// Adds to `group` (which holds at least one report) what is already waiting, until it
-/// is full; returns its bytes as received.
-fn gather(group: &mut Vec<Submission>, rx: &mut mpsc::Receiver<Submission>, max: usize) -> usize {
-    let mut bytes: usize = group.iter().map(|s| s.raw.len()).sum();
+/// Adds to `group` (which holds at least one report, `bytes` of them as received) what
+/// is already waiting, until it is full; returns its bytes.
+fn gather(
+    group: &mut Vec<Submission>,
+    mut bytes: usize,
+    rx: &mut mpsc::Receiver<Submission>,
+    max: usize,
+) -> usize {
     while !is_full(group, bytes, max) {
         match rx.try_recv() {
             Ok(s) => {
@@ -82,8 +86,9 @@ async fn linger(
         };
         match next {
             Ok(Some(s)) => {
+                bytes += s.raw.len();
                 group.push(s);
-                bytes = gather(group, rx, max);
+                bytes = gather(group, bytes, rx, max);
             }
             // The time is up, or every sender has gone.
             Ok(None) | Err(_) => return,
@@ -216,8 +221,9 @@ pub async fn run(
             }
         };
         let Some(first) = first else { break };
+        let bytes = first.raw.len();
         batch.push(first);
-        let bytes = gather(&mut batch, &mut rx, max_batch);
+        let bytes = gather(&mut batch, bytes, &mut rx, max_batch);
         // The first report after a quiet spell goes at once; under load, groups already
         // take longer than the interval and nothing waits.
         let until = last_group + commit_interval;
@@ -533,10 +539,10 @@ mod tests {
             tx.try_send(submission(10)).expect("room");
         }
         let mut group = vec![submission(10)];
-        gather(&mut group, &mut rx, 4);
+        gather(&mut group, 10, &mut rx, 4);
         assert_eq!(group.len(), 4, "stops at max_batch");
         let mut group = vec![submission(10)];
-        gather(&mut group, &mut rx, 100);
+        gather(&mut group, 10, &mut rx, 100);
         assert_eq!(group.len(), 3, "takes only what is waiting");
 
         let big = MAX_GROUP_BYTES / 2;
@@ -544,7 +550,7 @@ mod tests {
             tx.try_send(submission(big)).expect("room");
         }
         let mut group = vec![submission(10)];
-        gather(&mut group, &mut rx, 100);
+        gather(&mut group, 10, &mut rx, 100);
         assert_eq!(group.len(), 3, "stops once the bytes reach the bound");
         assert_eq!(rx.len(), 1, "the rest waits for the next group");
     }
