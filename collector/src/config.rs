@@ -2,6 +2,7 @@
 //! validated into [`Config`] before anything runs. Relative paths are resolved against
 //! the folder of the config file.
 
+use crate::layout::Layout;
 use connwatch_shared::config::{self as cfg, ConfigError, invalid};
 use connwatch_shared::tls::TlsFiles;
 use connwatch_shared::wire::ServiceRole;
@@ -393,9 +394,10 @@ pub struct Defaults {
 
 impl Defaults {
     /// The connector's standard installation on a Windows host with the given
-    /// `%ProgramData%` and `%ProgramFiles%` folders.
-    pub fn windows(program_data: &str, program_files: &str) -> Defaults {
-        let join = |base: &str, rest: &str| PathBuf::from(format!("{base}\\{rest}"));
+    /// `%ProgramData%` and `%ProgramFiles%` folders, in the install layout found there
+    /// (`None` when no connector is installed: the current layout's files are looked
+    /// for, and the services' absence is what gets reported).
+    pub fn windows(program_data: &str, program_files: &str, layout: Option<Layout>) -> Defaults {
         let service = |name: &str, role| ServiceConfig {
             name: name.into(),
             role,
@@ -417,36 +419,24 @@ impl Defaults {
                 }),
             }
         };
+        // Only the installed layout's files: the other layout's are absent on every
+        // healthy host and must never read as missing.
+        let layout = layout.unwrap_or(Layout::PrivateNetwork);
         Defaults {
             services: vec![
                 service(DEFAULT_CONNECTOR_SERVICE, ServiceRole::Connector),
                 service(DEFAULT_UPDATER_SERVICE, ServiceRole::Updater),
             ],
             endpoints: vec![endpoint(443, true), endpoint(80, false)],
-            trust_settings: vec![
-                join(
-                    program_data,
-                    "Microsoft\\Microsoft AAD Application Proxy Connector\\Config\\TrustSettings.xml",
-                ),
-                join(
-                    program_data,
-                    "Microsoft\\Microsoft AAD private network connector\\Config\\TrustSettings.xml",
-                ),
-            ],
+            trust_settings: vec![layout.trust_settings(program_data)],
             proxy: Some(ProxyConfig {
-                connector_config: Some(join(
-                    program_files,
-                    "Microsoft AAD App Proxy Connector\\ApplicationProxyConnectorService.exe.config",
-                )),
-                updater_config: Some(join(
-                    program_files,
-                    "Microsoft AAD App Proxy Connector Updater\\ApplicationProxyConnectorUpdaterService.exe.config",
-                )),
+                connector_config: Some(layout.connector_config(program_files)),
+                updater_config: Some(layout.updater_config(program_files)),
                 system: true,
             }),
             log: Some(LogConfig {
                 file: None,
-                channel: Some(DEFAULT_EVENT_CHANNEL.into()),
+                channel: Some(layout.event_channel().into()),
             }),
             version: VersionConfig {
                 connector: Some(VersionSource::Installed),
@@ -460,8 +450,6 @@ impl Defaults {
 pub const DEFAULT_CONNECTOR_SERVICE: &str = "WAPCSvc";
 /// The updater service's name.
 pub const DEFAULT_UPDATER_SERVICE: &str = "WAPCUpdaterSvc";
-/// The connector's Admin event log channel.
-pub const DEFAULT_EVENT_CHANNEL: &str = "Microsoft-AadApplicationProxy-Connector/Admin";
 
 impl Config {
     /// Reads and validates a config file, with this platform's defaults.
@@ -926,7 +914,11 @@ mod tests {
 
     #[test]
     fn windows_defaults_fill_the_sections_left_out() {
-        let defaults = Defaults::windows("C:\\ProgramData", "C:\\Program Files");
+        let defaults = Defaults::windows(
+            "C:\\ProgramData",
+            "C:\\Program Files",
+            Some(Layout::PrivateNetwork),
+        );
         let c = Config::parse_with(
             Path::new("C:\\connwatch\\collector.toml"),
             "group = \"eu\"",
@@ -948,22 +940,44 @@ mod tests {
                 ("login.microsoftonline.com:80", false)
             ]
         );
-        let settings: Vec<String> = c.trust_certs[0]
-            .settings
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        assert!(settings[0].contains("Microsoft AAD Application Proxy Connector\\Config"));
-        assert!(settings[1].contains("Microsoft AAD private network connector\\Config"));
-        assert!(c.trust_certs[0].path.is_none(), "the store, not a file");
         assert_eq!(
-            c.log.and_then(|l| l.channel).as_deref(),
-            Some(DEFAULT_EVENT_CHANNEL)
+            c.trust_certs[0].settings,
+            [Layout::PrivateNetwork.trust_settings("C:\\ProgramData")],
+            "only the installed layout's file"
+        );
+        assert!(c.trust_certs[0].path.is_none(), "the store, not a file");
+        let proxy = c.proxy.as_ref().expect("proxy defaults");
+        assert!(proxy.connector_config.as_ref().is_some_and(|p| {
+            p.to_string_lossy()
+                .ends_with("MicrosoftEntraPrivateNetworkConnectorService.exe.config")
+        }));
+        assert_eq!(
+            c.log.as_ref().and_then(|l| l.channel.as_deref()),
+            Some("Microsoft-Microsoft Entra private network-Connector/Admin")
         );
         assert!(matches!(
             c.version.connector,
             Some(VersionSource::Installed)
         ));
+        // A host of the old layout gets the old layout's files and channel only.
+        let old = Config::parse_with(
+            Path::new("c.toml"),
+            "group = \"eu\"",
+            &Defaults::windows(
+                "C:\\ProgramData",
+                "C:\\Program Files",
+                Some(Layout::AppProxy),
+            ),
+        )
+        .expect("valid");
+        assert_eq!(
+            old.trust_certs[0].settings,
+            [Layout::AppProxy.trust_settings("C:\\ProgramData")]
+        );
+        assert_eq!(
+            old.log.as_ref().and_then(|l| l.channel.as_deref()),
+            Some("Microsoft-AadApplicationProxy-Connector/Admin")
+        );
         // An empty list turns a default off; a listed service keeps its defaults by role.
         let none = Config::parse_with(
             Path::new("c.toml"),

@@ -2,6 +2,7 @@
 //! reports to the aggregator. `main.rs` is a thin shell over [`run`] and [`probe_once`].
 
 pub mod config;
+pub mod layout;
 pub mod platform;
 pub mod probe;
 pub mod scheduler;

@@ -14,6 +14,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// Where the config is looked for when `--config` is not given: where
+/// deploy/windows/install.ps1 and `service install` put it on Windows, under /etc
+/// elsewhere.
+#[cfg(windows)]
+const DEFAULT_CONFIG: &str = service::DEFAULT_CONFIG;
+#[cfg(not(windows))]
+const DEFAULT_CONFIG: &str = "/etc/connwatch/collector.toml";
+
 /// Watches one application-proxy connector host and reports to a connwatch aggregator.
 #[derive(Debug, Parser)]
 #[command(name = "connwatch-collector", version = connwatch_shared::version!(), about, long_about = None)]
@@ -33,7 +41,7 @@ enum Command {
     /// Probe on a schedule and stream reports to the aggregator until stopped.
     Run {
         /// The collector's config file.
-        #[arg(long, short, default_value = "/etc/connwatch/collector.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Validate the config (and read its certificates), print a summary, and exit.
         #[arg(long)]
@@ -42,7 +50,7 @@ enum Command {
     /// Run every probe once, here, and print the results; needs no aggregator.
     Probe {
         /// The collector's config file.
-        #[arg(long, short, default_value = "/etc/connwatch/collector.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]

@@ -51,6 +51,9 @@ pub fn report(report: &Report) -> String {
         unknown(&version.updater_version),
         unknown(&report.collector_version)
     );
+    if !version.layout.is_empty() {
+        let _ = writeln!(out, "layout    {}", version.layout);
+    }
     let _ = writeln!(
         out,
         "\n{:<8} {:<34} {:<14} DETAIL",

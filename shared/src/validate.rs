@@ -182,6 +182,7 @@ pub fn validate_report(r: &Report, now_ms: UnixMs) -> Result<(), ReportError> {
     if let Some(v) = &r.version {
         string("version.connector_version", &v.connector_version)?;
         string("version.updater_version", &v.updater_version)?;
+        string("version.layout", &v.layout)?;
     }
     for p in &r.probe_errors {
         string("probe_errors.probe", &p.probe)?;

@@ -9,6 +9,7 @@ use super::{
     ServiceAnswer, ServiceFacts, ServiceManager, SystemProxy, command_output, parse,
 };
 use crate::config::Defaults;
+use crate::layout::Layout;
 use connwatch_shared::wire::{ServiceState, StartType};
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -32,7 +33,12 @@ pub(super) fn defaults() -> Defaults {
     let program_data = std::env::var("ProgramData").unwrap_or_else(|_| "C:\\ProgramData".into());
     let program_files =
         std::env::var("ProgramFiles").unwrap_or_else(|_| "C:\\Program Files".into());
-    Defaults::windows(&program_data, &program_files)
+    // The uninstall entries say which layout is installed. Reading them once at
+    // start-up is enough: installing or upgrading the connector needs a reboot, which
+    // restarts the collector too.
+    let products = uninstall_entries().unwrap_or_default();
+    let layout = Layout::detect(&products, &program_data, |p| p.is_dir());
+    Defaults::windows(&program_data, &program_files, layout)
 }
 
 /// Runs blocking Windows calls off the async workers.

@@ -4,6 +4,7 @@
 
 use super::{Observation, Probe, failed};
 use crate::config::{VersionConfig, VersionSource};
+use crate::layout::Layout;
 use crate::platform::{InstalledProduct, InstalledSoftware, command_output, parse};
 use connwatch_shared::wire::{ServiceRole, VersionInfo};
 use futures::future::BoxFuture;
@@ -57,6 +58,11 @@ impl VersionProbe {
                 VersionSource::Installed => {
                     if products.is_none() {
                         products = Some(self.installed.products().await);
+                    }
+                    if let Some(Ok(list)) = products.as_ref()
+                        && let Some(layout) = Layout::of_products(list)
+                    {
+                        info.layout = layout.id().into();
                     }
                     match products.as_ref() {
                         Some(Ok(list)) => parse::pick_version(list, role).ok_or_else(|| {
