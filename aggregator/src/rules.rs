@@ -593,23 +593,49 @@ fn normalise_proxy(p: &str) -> String {
     p.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// The proxy a service's traffic really takes: its own `defaultProxy`, or the system
+/// proxy when it defers to the default; `None` when that is not known.
+fn effective_proxy(own: &str, uses_default: bool, system: &str) -> Option<String> {
+    let p = if uses_default { system } else { own };
+    (!p.trim().is_empty()).then(|| normalise_proxy(p))
+}
+
 fn proxy_findings(f: &mut Findings, r: &Report, observed: i64) {
     let Some(p) = &r.proxy else { return };
-    if p.connector_proxy.is_empty() || p.updater_proxy.is_empty() {
+    // Compared as each service goes out, not as each file reads: a connector that
+    // names a proxy beside an updater that defers to a direct system default is the
+    // flowchart's mismatch too.
+    let connector = effective_proxy(
+        &p.connector_proxy,
+        p.connector_uses_default,
+        &p.system_proxy,
+    );
+    let updater = effective_proxy(&p.updater_proxy, p.updater_uses_default, &p.system_proxy);
+    let (Some(connector), Some(updater)) = (connector, updater) else {
         return;
-    }
-    if normalise_proxy(&p.connector_proxy) != normalise_proxy(&p.updater_proxy) {
+    };
+    if connector != updater {
+        let how = |own: &str, uses_default: bool, effective: &str| {
+            if uses_default {
+                format!("{effective} (the system default)")
+            } else {
+                own.to_string()
+            }
+        };
         f.push(
             Code::ProxyMismatch,
             Severity::Warning,
             format!(
                 "connector uses {}, updater uses {}",
-                p.connector_proxy, p.updater_proxy
+                how(&p.connector_proxy, p.connector_uses_default, &connector),
+                how(&p.updater_proxy, p.updater_uses_default, &updater)
             ),
             vec![
                 ("connector_proxy".into(), p.connector_proxy.clone()),
                 ("updater_proxy".into(), p.updater_proxy.clone()),
                 ("system_proxy".into(), p.system_proxy.clone()),
+                ("connector_effective".into(), connector),
+                ("updater_effective".into(), updater),
             ],
             observed,
         );

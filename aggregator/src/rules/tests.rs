@@ -291,6 +291,57 @@ fn connector_rules_table() {
             vec![],
         ),
         (
+            "a named proxy beside an updater that defers to a direct system default",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxy:8080".into(),
+                    updater_uses_default: true,
+                    system_proxy: "direct".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![(Code::ProxyMismatch, Severity::Warning)],
+        ),
+        (
+            "both defer to the same system default",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_uses_default: true,
+                    updater_uses_default: true,
+                    system_proxy: "http://proxy:8080".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "a named proxy that is also the system default",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxy:8080".into(),
+                    updater_uses_default: true,
+                    system_proxy: "http://PROXY:8080/".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
+            "a default whose system proxy is unknown is no mismatch",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxy:8080".into(),
+                    updater_uses_default: true,
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
             "known error logged",
             Box::new(|r| {
                 r.log_signatures = vec![LogSignature {
