@@ -163,6 +163,7 @@ fn realistic(rng: &mut impl Rng, group: &str, now: i64, i: usize) -> Report {
         version: Some(w::VersionInfo {
             connector_version: "1.5.3437.0".into(),
             updater_version: "1.5.3437.0".into(),
+            layout: "app-proxy".into(),
         }),
         probe_errors,
         dropped_reports: 0,

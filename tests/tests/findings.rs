@@ -72,6 +72,7 @@ fn healthy(group: &str) -> Report {
         version: Some(VersionInfo {
             connector_version: "1.5.0".into(),
             updater_version: "1.5.0".into(),
+            ..Default::default()
         }),
         ..Default::default()
     }
