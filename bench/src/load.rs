@@ -90,6 +90,8 @@ fn realistic(rng: &mut impl Rng, group: &str, now: i64, i: usize) -> Report {
                     version_too_old: false,
                     issuer_checked: true,
                 }),
+                via: "direct".into(),
+                proxy_status: String::new(),
             }
         })
         .collect();

@@ -84,10 +84,19 @@ pub fn report(report: &Report) -> String {
         let connected = e.outcome == ConnectOutcome::Ok as i32;
         let mut result = connect_outcome_name(e.outcome);
         let mut ok = connected;
+        // The path is shown so a check that went through a proxy reads differently
+        // from one that went direct; older collectors leave it empty (direct).
+        let path = match e.via.as_str() {
+            "" => String::new(),
+            "direct" => " direct".to_string(),
+            proxy => format!(" via {proxy}"),
+        };
         let mut detail = if connected {
-            format!("{} in {} ms", e.address, e.latency_ms)
-        } else {
+            format!("{}{path} in {} ms", e.address, e.latency_ms)
+        } else if e.via.is_empty() || e.via == "direct" {
             e.error.clone()
+        } else {
+            format!("{}{path}: {}", e.address, e.error)
         };
         if let (Some(t), true) = (&e.tls, connected) {
             let top = t.chain.last().map(|c| c.issuer.as_str()).unwrap_or("");
@@ -209,4 +218,53 @@ fn line(out: &mut String, check: &str, name: &str, result: &str, ok: bool, detai
         name.to_string()
     };
     let _ = writeln!(out, "{check:<8} {name:<34}{mark}{result:<13} {detail}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::EndpointCheck;
+
+    #[test]
+    fn endpoint_lines_show_the_path_taken() {
+        let endpoint = |via: &str, outcome: ConnectOutcome, error: &str| EndpointCheck {
+            name: "login".into(),
+            address: "login.example:443".into(),
+            outcome: outcome as i32,
+            latency_ms: 7,
+            via: via.into(),
+            error: error.into(),
+            ..Default::default()
+        };
+        let text = report(&Report {
+            endpoints: vec![
+                endpoint("direct", ConnectOutcome::Ok, ""),
+                endpoint("proxy.contoso:8080", ConnectOutcome::Ok, ""),
+                endpoint(
+                    "proxy.contoso:8080",
+                    ConnectOutcome::ProxyRefused,
+                    "the proxy refused CONNECT: HTTP/1.1 403 Forbidden",
+                ),
+                endpoint("", ConnectOutcome::Ok, ""),
+            ],
+            ..Default::default()
+        });
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("endpoint")).collect();
+        assert!(
+            lines[0].ends_with("login.example:443 direct in 7 ms"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("login.example:443 via proxy.contoso:8080 in 7 ms"),
+            "{text}"
+        );
+        assert!(lines[2].contains("!proxy-refused"), "{text}");
+        assert!(
+            lines[2].ends_with(
+                "via proxy.contoso:8080: the proxy refused CONNECT: HTTP/1.1 403 Forbidden"
+            ),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("login.example:443 in 7 ms"), "{text}");
+    }
 }

@@ -152,6 +152,8 @@ pub fn validate_report(r: &Report, now_ms: UnixMs) -> Result<(), ReportError> {
         string("endpoints.name", &e.name)?;
         string("endpoints.address", &e.address)?;
         string("endpoints.error", &e.error)?;
+        string("endpoints.via", &e.via)?;
+        string("endpoints.proxy_status", &e.proxy_status)?;
         known::<wire::ConnectOutcome>("endpoints.outcome", e.outcome)?;
         if let Some(tls) = &e.tls {
             repeated("endpoints.tls.chain", tls.chain.len())?;
@@ -212,6 +214,24 @@ mod tests {
     }
 
     #[test]
+    fn proxy_outcomes_are_known_values() {
+        for outcome in [
+            wire::ConnectOutcome::ProxyUnreachable,
+            wire::ConnectOutcome::ProxyRefused,
+            wire::ConnectOutcome::ProxyAuthRequired,
+        ] {
+            let mut r = ok_report();
+            r.endpoints = vec![wire::EndpointCheck {
+                outcome: outcome as i32,
+                via: "proxy.contoso.com:8080".into(),
+                proxy_status: "HTTP/1.1 403 Forbidden".into(),
+                ..Default::default()
+            }];
+            assert_eq!(validate_report(&r, NOW), Ok(()), "{outcome:?}");
+        }
+    }
+
+    #[test]
     fn each_class_of_bad_report_is_named() {
         type Mutation = Box<dyn Fn(&mut Report)>;
         let cases: Vec<(Mutation, &str)> = vec![
@@ -241,6 +261,24 @@ mod tests {
                     }]
                 }),
                 "services.state",
+            ),
+            (
+                Box::new(|r| {
+                    r.endpoints = vec![wire::EndpointCheck {
+                        outcome: 99,
+                        ..Default::default()
+                    }]
+                }),
+                "endpoints.outcome",
+            ),
+            (
+                Box::new(|r| {
+                    r.endpoints = vec![wire::EndpointCheck {
+                        proxy_status: "x".repeat(MAX_STRING + 1),
+                        ..Default::default()
+                    }]
+                }),
+                "endpoints.proxy_status",
             ),
         ];
         for (mutate, needle) in cases {
