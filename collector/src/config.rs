@@ -99,6 +99,8 @@ struct RawEndpoint {
     expected_issuers: Vec<String>,
     #[serde(default)]
     ca: Option<PathBuf>,
+    #[serde(default)]
+    proxy: Option<String>,
 }
 
 fn yes() -> bool {
@@ -279,6 +281,19 @@ pub struct EndpointConfig {
     pub required: bool,
     /// For TLS endpoints, what to check of the handshake.
     pub tls: Option<TlsCheckConfig>,
+    /// Which way the check goes.
+    pub proxy: EndpointProxy,
+}
+
+/// Which way an endpoint check goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointProxy {
+    /// As the connector's traffic would: its `.exe.config`, else the system proxy.
+    Connector,
+    /// Straight to the endpoint, whatever the connector uses.
+    Direct,
+    /// Through this proxy.
+    Via(crate::probe::route::ProxyAddr),
 }
 
 /// What to check of a TLS endpoint's handshake.
@@ -417,6 +432,7 @@ impl Defaults {
                     expected_issuers: Vec::new(),
                     roots: Vec::new(),
                 }),
+                proxy: EndpointProxy::Connector,
             }
         };
         // Only the installed layout's files: the other layout's are absent on every
@@ -678,12 +694,27 @@ fn endpoint_config(file: &Path, i: usize, e: RawEndpoint) -> Result<EndpointConf
     } else {
         None
     };
+    let proxy = match e.proxy.as_deref().map(str::trim) {
+        None | Some("connector") => EndpointProxy::Connector,
+        Some("direct") => EndpointProxy::Direct,
+        Some(address) => EndpointProxy::Via(crate::probe::route::ProxyAddr::parse(address).map_err(
+            |why| {
+                invalid(
+                    file,
+                    format!("{key}.proxy"),
+                    why,
+                    "use `connector` (the connector's own proxy, the default), `direct`, or `http://host:port`",
+                )
+            },
+        )?),
+    };
     Ok(EndpointConfig {
         name: e.name.unwrap_or_else(|| e.address.clone()),
         address: e.address,
         timeout,
         required: e.required,
         tls,
+        proxy,
     })
 }
 
@@ -908,6 +939,24 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_follows_the_connector_unless_told_otherwise() {
+        let c = parse(
+            "group = \"eu\"\n[[endpoint]]\naddress = \"a:443\"\n[[endpoint]]\naddress = \"b:443\"\nproxy = \"direct\"\n[[endpoint]]\naddress = \"c:443\"\nproxy = \"http://proxy.contoso.com:8080/\"",
+        )
+        .expect("valid");
+        let proxies: Vec<String> = c
+            .endpoints
+            .iter()
+            .map(|e| match &e.proxy {
+                EndpointProxy::Connector => "connector".to_string(),
+                EndpointProxy::Direct => "direct".to_string(),
+                EndpointProxy::Via(p) => p.authority(),
+            })
+            .collect();
+        assert_eq!(proxies, ["connector", "direct", "proxy.contoso.com:8080"]);
+    }
+
+    #[test]
     fn thumbprints_are_normalised() {
         assert_eq!(normalise_thumbprint("ab:cd ef"), "ABCDEF");
     }
@@ -1004,6 +1053,7 @@ mod tests {
         .expect("valid");
         let tls = c.endpoints[0].tls.as_ref().expect("tls");
         assert_eq!(tls.server_name, "::1");
+        assert_eq!(c.endpoints[0].proxy, EndpointProxy::Connector);
         assert_eq!(c.backends[0].timeout, DEFAULT_BACKEND_TIMEOUT);
         assert_eq!(
             c.proxy.and_then(|p| p.connector_config),
@@ -1029,6 +1079,14 @@ mod tests {
             (
                 "group = \"eu\"\n[[trust_cert]]\nthumbprint = \"AA\"",
                 "trust_cert[0]",
+            ),
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\nproxy = \"https://p:443\"",
+                "endpoint[0].proxy",
+            ),
+            (
+                "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\nproxy = \"proxy server\"",
+                "endpoint[0].proxy",
             ),
             (
                 "group = \"eu\"\n[[backend]]\nurl = \"intranet\"",

@@ -19,6 +19,7 @@ mod unix;
 mod windows;
 
 use crate::config::Defaults;
+use crate::probe::route::HostPattern;
 use connwatch_shared::wire::{ServiceState, StartType};
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -93,10 +94,20 @@ pub trait CertStore: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, String>>;
 }
 
+/// The host-wide proxy setting and the hosts that bypass it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemProxySetting {
+    /// `"direct"`, or the proxy as the platform writes it (an address, or WinHTTP's
+    /// per-scheme list such as `http=a:80;https=b:443`).
+    pub proxy: String,
+    /// Hosts reached directly (WinHTTP's bypass list, `no_proxy`).
+    pub bypass: Vec<HostPattern>,
+}
+
 /// The host-wide proxy setting: WinHTTP on Windows, the environment elsewhere.
 pub trait SystemProxy: Send + Sync {
-    /// `"direct"`, a proxy address, or an error saying why it is unknown.
-    fn system_proxy(&self) -> BoxFuture<'_, Result<String, String>>;
+    /// The setting, or an error saying why it is unknown.
+    fn system_proxy(&self) -> BoxFuture<'_, Result<SystemProxySetting, String>>;
 }
 
 /// One entry of an event log.

@@ -2,7 +2,8 @@
 //! `netsh winhttp show proxy` output, `wevtutil` XML, registry certificate blobs and
 //! uninstall entries. Pure functions, so the Windows formats are tested on Linux.
 
-use super::{EventEntry, InstalledProduct, ServiceAnswer, ServiceFacts};
+use super::{EventEntry, InstalledProduct, ServiceAnswer, ServiceFacts, SystemProxySetting};
+use crate::probe::route::HostPattern;
 use connwatch_shared::wire::{ServiceRole, ServiceState, StartType};
 
 /// At most `max` bytes of `s`, cut at a character boundary.
@@ -69,24 +70,37 @@ pub fn systemd_show(text: &str) -> Result<ServiceAnswer, String> {
     }))
 }
 
-/// Reads `netsh winhttp show proxy`: `"direct"` or the proxy server list.
-pub fn winhttp_proxy(text: &str) -> Result<String, String> {
+/// Reads `netsh winhttp show proxy`: `"direct"` or the proxy server list, and the
+/// bypass list.
+pub fn winhttp_proxy(text: &str) -> Result<SystemProxySetting, String> {
+    let mut proxy = None;
+    let mut bypass = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.to_ascii_lowercase().starts_with("direct access") {
-            return Ok("direct".into());
+            proxy = Some("direct".to_string());
+            continue;
         }
-        if let Some((key, value)) = line.split_once(':')
-            && key.trim().eq_ignore_ascii_case("proxy server(s)")
-            && !value.trim().is_empty()
-        {
-            return Ok(value.trim().to_string());
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.eq_ignore_ascii_case("proxy server(s)") && !value.is_empty() {
+            proxy = Some(value.to_string());
+        } else if key.eq_ignore_ascii_case("bypass list") && value != "(none)" {
+            bypass = value
+                .split([';', ' '])
+                .filter_map(HostPattern::winhttp)
+                .collect();
         }
     }
-    Err(format!(
-        "netsh printed no proxy setting: {}",
-        clip(text.trim(), 200)
-    ))
+    match proxy {
+        Some(proxy) => Ok(SystemProxySetting { proxy, bypass }),
+        None => Err(format!(
+            "netsh printed no proxy setting: {}",
+            clip(text.trim(), 200)
+        )),
+    }
 }
 
 fn child<'a, 'i>(parent: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
@@ -224,10 +238,22 @@ mod tests {
     #[test]
     fn netsh_winhttp_output_gives_direct_or_the_proxy() {
         let direct = "\r\nCurrent WinHTTP proxy settings:\r\n\r\n    Direct access (no proxy server).\r\n\r\n";
-        assert_eq!(winhttp_proxy(direct), Ok("direct".into()));
+        let proxy_of = |t: &str| winhttp_proxy(t).map(|s| s.proxy);
+        assert_eq!(proxy_of(direct), Ok("direct".into()));
         let proxied = "\nCurrent WinHTTP proxy settings:\n\n    Proxy Server(s) :  proxy.contoso.com:8080\n    Bypass List     :  (none)\n";
-        assert_eq!(winhttp_proxy(proxied), Ok("proxy.contoso.com:8080".into()));
-        assert!(winhttp_proxy("Access is denied.").is_err());
+        assert_eq!(
+            winhttp_proxy(proxied),
+            Ok(SystemProxySetting {
+                proxy: "proxy.contoso.com:8080".into(),
+                bypass: Vec::new()
+            })
+        );
+        let bypassing = "Current WinHTTP proxy settings:\r\n\r\n    Proxy Server(s) :  http=p:80;https=p:443\r\n    Bypass List     :  <local>;*.contoso.com\r\n";
+        let s = winhttp_proxy(bypassing).expect("parse");
+        assert_eq!(s.proxy, "http=p:80;https=p:443");
+        assert_eq!(s.bypass.len(), 2);
+        assert_eq!(s.bypass[0], HostPattern::Local);
+        assert!(proxy_of("Access is denied.").is_err());
     }
 
     #[test]

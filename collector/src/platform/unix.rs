@@ -5,8 +5,9 @@
 
 use super::{
     CertStore, CertStoreKind, EventEntry, EventLog, InstalledProduct, InstalledSoftware, Platform,
-    ServiceAnswer, ServiceManager, SystemProxy, command_output, parse,
+    ServiceAnswer, ServiceManager, SystemProxy, SystemProxySetting, command_output, parse,
 };
+use crate::probe::route::HostPattern;
 use futures::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
@@ -70,30 +71,36 @@ impl CertStore for NoStore {
 struct EnvProxy;
 
 impl SystemProxy for EnvProxy {
-    fn system_proxy(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn system_proxy(&self) -> BoxFuture<'_, Result<SystemProxySetting, String>> {
         Box::pin(async move {
             // The collector's own environment is the host's default for services
             // started the same way; the connector's own setting comes from its files.
-            let vars = [
-                "HTTPS_PROXY",
-                "https_proxy",
-                "HTTP_PROXY",
-                "http_proxy",
-                "ALL_PROXY",
-                "all_proxy",
-            ];
-            Ok(proxy_from(|k| std::env::var(k).ok(), &vars))
+            Ok(proxy_from(|k| std::env::var(k).ok()))
         })
     }
 }
 
-/// The first non-empty proxy variable, or `"direct"`.
-fn proxy_from(get: impl Fn(&str) -> Option<String>, vars: &[&str]) -> String {
-    vars.iter()
-        .filter_map(|k| get(k))
-        .map(|v| v.trim().to_string())
-        .find(|v| !v.is_empty())
-        .unwrap_or_else(|| "direct".into())
+/// The first non-empty proxy variable (or `"direct"`), and `no_proxy`'s entries.
+fn proxy_from(get: impl Fn(&str) -> Option<String>) -> SystemProxySetting {
+    let first = |vars: &[&str]| {
+        vars.iter()
+            .filter_map(|k| get(k))
+            .map(|v| v.trim().to_string())
+            .find(|v| !v.is_empty())
+    };
+    let proxy = first(&[
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ])
+    .unwrap_or_else(|| "direct".into());
+    let bypass = first(&["NO_PROXY", "no_proxy"])
+        .map(|list| list.split(',').filter_map(HostPattern::no_proxy).collect())
+        .unwrap_or_default();
+    SystemProxySetting { proxy, bypass }
 }
 
 struct NoEventLog;
@@ -133,9 +140,29 @@ mod tests {
 
     #[test]
     fn the_first_set_proxy_variable_wins_and_none_means_direct() {
-        let vars = ["HTTPS_PROXY", "HTTP_PROXY"];
-        let env = |k: &str| (k == "HTTP_PROXY").then(|| "http://proxy:3128".to_string());
-        assert_eq!(proxy_from(env, &vars), "http://proxy:3128");
-        assert_eq!(proxy_from(|_| Some("  ".into()), &vars), "direct");
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let s = proxy_from(env(&[
+            ("HTTP_PROXY", "http://plain:3128"),
+            ("https_proxy", "http://secure:3128"),
+            ("no_proxy", "localhost, .contoso.com,,10.0.0.1"),
+        ]));
+        assert_eq!(s.proxy, "http://secure:3128");
+        assert_eq!(
+            s.bypass,
+            [
+                HostPattern::Domain("localhost".into()),
+                HostPattern::Domain("contoso.com".into()),
+                HostPattern::Domain("10.0.0.1".into()),
+            ]
+        );
+        let none = proxy_from(env(&[("HTTPS_PROXY", "  ")]));
+        assert_eq!(none.proxy, "direct");
+        assert!(none.bypass.is_empty());
     }
 }

@@ -6,7 +6,8 @@
 
 use super::{
     CertStore, CertStoreKind, EventEntry, EventLog, InstalledProduct, InstalledSoftware, Platform,
-    ServiceAnswer, ServiceFacts, ServiceManager, SystemProxy, command_output, parse,
+    ServiceAnswer, ServiceFacts, ServiceManager, SystemProxy, SystemProxySetting, command_output,
+    parse,
 };
 use crate::config::Defaults;
 use crate::layout::Layout;
@@ -182,7 +183,7 @@ impl CertStore for RegistryStores {
 struct WinHttp;
 
 impl SystemProxy for WinHttp {
-    fn system_proxy(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn system_proxy(&self) -> BoxFuture<'_, Result<SystemProxySetting, String>> {
         Box::pin(async move {
             let argv = ["netsh", "winhttp", "show", "proxy"].map(String::from);
             let out = command_output(&argv, Duration::from_secs(3)).await?;

@@ -3,24 +3,32 @@
 //! troubleshooting flowchart, run every cycle. For TLS endpoints it also records the
 //! handshake: protocol, cipher suite, the chain the server presented and whether it
 //! came from an expected issuer. One timeout covers the whole check.
+//!
+//! The check goes the way the connector's own traffic goes: through the connector's
+//! effective proxy (see [`route`](super::route)) with CONNECT, unless the endpoint's
+//! config says otherwise or a bypass list sends it direct. A proxy that cannot be
+//! reached, refuses or wants credentials is reported as that, not as the endpoint.
 
-use super::{Observation, Probe, tls};
-use crate::config::EndpointConfig;
+use super::route::{Resolver, Route};
+use super::{Observation, Probe, tls, tunnel};
+use crate::config::{EndpointConfig, EndpointProxy};
 use connwatch_shared::wire::{ConnectOutcome, EndpointCheck};
 use futures::future::BoxFuture;
 use std::io::ErrorKind;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Checks one endpoint.
 pub struct EndpointProbe {
     config: EndpointConfig,
+    resolver: Arc<Resolver>,
 }
 
 impl EndpointProbe {
-    /// A probe for one configured endpoint.
-    pub fn new(config: EndpointConfig) -> Self {
-        EndpointProbe { config }
+    /// A probe for one configured endpoint; `resolver` gives the connector's route.
+    pub fn new(config: EndpointConfig, resolver: Arc<Resolver>) -> Self {
+        EndpointProbe { config, resolver }
     }
 
     /// Runs the check.
@@ -32,15 +40,35 @@ impl EndpointProbe {
             required: c.required,
             ..Default::default()
         };
+        let route = match &c.proxy {
+            EndpointProxy::Direct => Route::Direct,
+            EndpointProxy::Via(p) => Route::Proxy(p.clone()),
+            EndpointProxy::Connector => self.resolver.route(&c.address, c.tls.is_some()).await,
+        };
+        check.via = route.to_string();
+        // The timeout is the endpoint's own: finding the route (a file read and, on
+        // Windows, netsh) comes before it, within the probe's longer deadline.
         let deadline = tokio::time::Instant::now() + c.timeout;
         let started = Instant::now();
-        let connected = connect(&c.address, deadline, c.timeout).await;
+        let connected = match &route {
+            Route::Direct => {
+                connect(&c.address, deadline, c.timeout)
+                    .await
+                    .map_err(|(outcome, error)| tunnel::Failure {
+                        outcome,
+                        status_line: String::new(),
+                        error,
+                    })
+            }
+            Route::Proxy(proxy) => tunnel::open(proxy, &c.address, deadline, c.timeout).await,
+        };
         check.latency_ms = millis(started.elapsed());
         let tcp = match connected {
             Ok(tcp) => tcp,
-            Err((outcome, error)) => {
-                check.outcome = outcome as i32;
-                check.error = error;
+            Err(failure) => {
+                check.outcome = failure.outcome as i32;
+                check.error = failure.error;
+                check.proxy_status = failure.status_line;
                 return check;
             }
         };
@@ -48,14 +76,20 @@ impl EndpointProbe {
         let Some(t) = &c.tls else {
             return check;
         };
+        // After CONNECT the socket is the tunnel: the proxy's answer was read up to its
+        // blank line and no further, so the handshake starts on a clean stream.
         let shake = tls::handshake(tcp, &t.server_name, &t.roots, &t.expected_issuers, false);
         match tokio::time::timeout_at(deadline, shake).await {
             Ok(h) => check.tls = Some(h.result),
             Err(_) => {
                 // The port accepts connections but nothing answers the handshake: for
                 // the connector that is as good as a timeout.
+                let opened = match &route {
+                    Route::Direct => "the TCP connect succeeded".to_string(),
+                    Route::Proxy(p) => format!("the tunnel through {p} opened"),
+                };
                 let error = format!(
-                    "{}: the TCP connect succeeded but the TLS handshake got no answer within {:?}",
+                    "{}: {opened} but the TLS handshake got no answer within {:?}",
                     c.address, c.timeout
                 );
                 check.outcome = ConnectOutcome::TimedOut as i32;
@@ -134,7 +168,10 @@ impl Probe for EndpointProbe {
     }
 
     fn deadline(&self) -> Duration {
-        self.config.timeout
+        match self.config.proxy {
+            EndpointProxy::Connector => self.config.timeout + super::route::RESOLVE_LIMIT,
+            EndpointProxy::Direct | EndpointProxy::Via(_) => self.config.timeout,
+        }
     }
 
     fn run(&self) -> BoxFuture<'_, Observation> {
@@ -143,17 +180,34 @@ impl Probe for EndpointProbe {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A resolver for probes that never ask it (their route is fixed).
+    pub(crate) fn unused_resolver() -> Arc<Resolver> {
+        struct Unused;
+        impl crate::platform::SystemProxy for Unused {
+            fn system_proxy(
+                &self,
+            ) -> BoxFuture<'_, Result<crate::platform::SystemProxySetting, String>> {
+                Box::pin(async { Err("not asked in these tests".to_string()) })
+            }
+        }
+        Arc::new(Resolver::new(None, Arc::new(Unused)))
+    }
+
     fn probe(address: String, timeout_ms: u64) -> EndpointProbe {
-        EndpointProbe::new(EndpointConfig {
-            name: "t".into(),
-            address,
-            timeout: Duration::from_millis(timeout_ms),
-            required: true,
-            tls: None,
-        })
+        EndpointProbe::new(
+            EndpointConfig {
+                name: "t".into(),
+                address,
+                timeout: Duration::from_millis(timeout_ms),
+                required: true,
+                tls: None,
+                proxy: EndpointProxy::Direct,
+            },
+            unused_resolver(),
+        )
     }
 
     #[tokio::test]
@@ -254,17 +308,21 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
-        EndpointProbe::new(EndpointConfig {
-            name: "cloud".into(),
-            address,
-            timeout: Duration::from_millis(timeout_ms),
-            required: true,
-            tls: Some(crate::config::TlsCheckConfig {
-                server_name: "localhost".into(),
-                expected_issuers: vec![CLOUD_CA.to_ascii_uppercase()],
-                roots,
-            }),
-        })
+        EndpointProbe::new(
+            EndpointConfig {
+                name: "cloud".into(),
+                address,
+                timeout: Duration::from_millis(timeout_ms),
+                required: true,
+                tls: Some(crate::config::TlsCheckConfig {
+                    server_name: "localhost".into(),
+                    expected_issuers: vec![CLOUD_CA.to_ascii_uppercase()],
+                    roots,
+                }),
+                proxy: EndpointProxy::Direct,
+            },
+            unused_resolver(),
+        )
     }
 
     fn tls_of(check: &EndpointCheck) -> &TlsResult {

@@ -9,8 +9,10 @@ pub mod endpoint;
 pub mod host;
 pub mod log;
 pub mod proxy;
+pub mod route;
 pub mod service;
 pub mod tls;
+pub mod tunnel;
 pub mod version;
 
 use crate::config::Config;
@@ -99,8 +101,20 @@ pub fn build(config: &Config, platform: &Platform) -> Vec<Arc<dyn Probe>> {
             platform.installed.clone(),
         )));
     }
+    // One resolver for the cycle's proxy reading, shared by the endpoint checks that
+    // follow the connector and by the proxy probe.
+    let resolver = Arc::new(route::Resolver::new(
+        config
+            .proxy
+            .as_ref()
+            .and_then(|p| p.connector_config.clone()),
+        platform.proxy.clone(),
+    ));
     for e in &config.endpoints {
-        probes.push(Arc::new(endpoint::EndpointProbe::new(e.clone())));
+        probes.push(Arc::new(endpoint::EndpointProbe::new(
+            e.clone(),
+            resolver.clone(),
+        )));
     }
     for c in &config.trust_certs {
         probes.push(Arc::new(cert::TrustCertProbe::new(
@@ -114,7 +128,7 @@ pub fn build(config: &Config, platform: &Platform) -> Vec<Arc<dyn Probe>> {
     if let Some(p) = &config.proxy {
         probes.push(Arc::new(proxy::ProxyProbe::new(
             p.clone(),
-            platform.proxy.clone(),
+            resolver.clone(),
         )));
     }
     if let Some(l) = &config.log {
@@ -178,7 +192,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EndpointConfig, TlsCheckConfig};
+    use crate::config::{EndpointConfig, EndpointProxy, TlsCheckConfig};
     use connwatch_shared::wire::ConnectOutcome;
     use std::time::Instant;
 
@@ -207,18 +221,23 @@ mod tests {
             .await
             .expect("bind");
         let timeout = Duration::from_secs(1);
+        let resolver = endpoint::tests::unused_resolver();
         let endpoint = |i: usize, address: String, tls: bool| {
-            Arc::new(endpoint::EndpointProbe::new(EndpointConfig {
-                name: format!("e{i}"),
-                address,
-                timeout,
-                required: true,
-                tls: tls.then(|| TlsCheckConfig {
-                    server_name: "localhost".into(),
-                    expected_issuers: Vec::new(),
-                    roots: Vec::new(),
-                }),
-            })) as Arc<dyn Probe>
+            Arc::new(endpoint::EndpointProbe::new(
+                EndpointConfig {
+                    name: format!("e{i}"),
+                    address,
+                    timeout,
+                    required: true,
+                    tls: tls.then(|| TlsCheckConfig {
+                        server_name: "localhost".into(),
+                        expected_issuers: Vec::new(),
+                        roots: Vec::new(),
+                    }),
+                    proxy: EndpointProxy::Direct,
+                },
+                resolver.clone(),
+            )) as Arc<dyn Probe>
         };
         let mut probes: Vec<Arc<dyn Probe>> = (0..19)
             .map(|i| endpoint(i, open.local_addr().expect("addr").to_string(), false))

@@ -1,11 +1,13 @@
 //! Proxy probe: which proxy the connector uses and which the updater uses, read from
 //! the `defaultProxy` element of each service's `.exe.config`, beside the host's own
 //! setting (WinHTTP on Windows, the proxy environment variables elsewhere), so a
-//! connector and updater that go out different ways are seen side by side.
+//! connector and updater that go out different ways are seen side by side. The
+//! connector's file and the host's setting come from the cycle's shared
+//! [`Resolver`] reading, the one the endpoint checks route by.
 
+use super::route::Resolver;
 use super::{Observation, Probe, failed};
 use crate::config::ProxyConfig;
-use crate::platform::SystemProxy;
 use connwatch_shared::wire::ProxySettings;
 use futures::future::BoxFuture;
 use std::path::Path;
@@ -19,54 +21,75 @@ pub struct ConfigProxy {
     pub proxy: String,
     /// Whether it defers to the system default.
     pub uses_default: bool,
+    /// `<proxy bypassonlocal="true">`: local names and addresses go direct.
+    pub bypass_on_local: bool,
+    /// `<bypasslist>` entries: .NET regular expressions of addresses that go direct
+    /// (checked to compile when the file is read).
+    pub bypass: Vec<String>,
 }
 
 /// Reads the `<system.net><defaultProxy>` element of a .NET `.exe.config`.
 pub fn parse_exe_config(bytes: &[u8]) -> Result<ConfigProxy, String> {
     let text = super::cert::decode_text(bytes);
     let doc = roxmltree::Document::parse(&text).map_err(|e| format!("is not valid XML: {e}"))?;
+    let mut found = ConfigProxy {
+        proxy: String::new(),
+        uses_default: true,
+        bypass_on_local: false,
+        bypass: Vec::new(),
+    };
     let Some(default_proxy) = doc
         .descendants()
         .find(|n| n.is_element() && n.tag_name().name() == "defaultProxy")
     else {
-        return Ok(ConfigProxy {
-            proxy: String::new(),
-            uses_default: true,
-        });
+        return Ok(found);
     };
     let is = |v: Option<&str>, want: &str| v.is_some_and(|v| v.trim().eq_ignore_ascii_case(want));
     if is(default_proxy.attribute("enabled"), "false") {
-        return Ok(ConfigProxy {
-            proxy: "direct".into(),
-            uses_default: false,
-        });
+        found.proxy = "direct".into();
+        found.uses_default = false;
+        return Ok(found);
     }
-    let proxy = default_proxy
-        .children()
-        .find(|n| n.is_element() && n.tag_name().name() == "proxy");
+    // <add>, <remove> and <clear> apply in order, as in any .NET configuration list.
+    if let Some(list) = element(default_proxy, "bypasslist") {
+        for entry in list.children().filter(|n| n.is_element()) {
+            let address = entry.attribute("address").map(str::trim).unwrap_or("");
+            match entry.tag_name().name() {
+                "add" if !address.is_empty() => {
+                    super::route::HostPattern::dotnet(address)?;
+                    found.bypass.push(address.to_string());
+                }
+                "remove" => found.bypass.retain(|b| b != address),
+                "clear" => found.bypass.clear(),
+                _ => {}
+            }
+        }
+    }
+    let proxy = element(default_proxy, "proxy");
+    found.bypass_on_local = is(proxy.and_then(|p| p.attribute("bypassonlocal")), "true");
     let address = proxy
         .and_then(|p| p.attribute("proxyaddress"))
         .map(str::trim)
         .filter(|a| !a.is_empty());
     if let Some(address) = address {
-        return Ok(ConfigProxy {
-            proxy: address.to_string(),
-            uses_default: false,
-        });
+        found.proxy = address.to_string();
+        found.uses_default = false;
+    } else if is(proxy.and_then(|p| p.attribute("usesystemdefault")), "false") {
+        found.proxy = "direct".into();
+        found.uses_default = false;
     }
-    if is(proxy.and_then(|p| p.attribute("usesystemdefault")), "false") {
-        return Ok(ConfigProxy {
-            proxy: "direct".into(),
-            uses_default: false,
-        });
-    }
-    Ok(ConfigProxy {
-        proxy: String::new(),
-        uses_default: true,
-    })
+    Ok(found)
 }
 
-async fn read_exe_config(path: &Path) -> Result<ConfigProxy, String> {
+/// The first child element of `parent` named `name`.
+fn element<'a, 'i>(parent: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    parent
+        .children()
+        .find(|n| n.is_element() && n.tag_name().name() == name)
+}
+
+/// Reads and parses an `.exe.config`; the error says what to do.
+pub(crate) async fn read_exe_config(path: &Path) -> Result<ConfigProxy, String> {
     match tokio::fs::read(path).await {
         Ok(bytes) => parse_exe_config(&bytes).map_err(|e| format!("{} {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
@@ -84,41 +107,42 @@ async fn read_exe_config(path: &Path) -> Result<ConfigProxy, String> {
 /// Reads the proxy settings.
 pub struct ProxyProbe {
     config: ProxyConfig,
-    system: Arc<dyn SystemProxy>,
+    resolver: Arc<Resolver>,
 }
 
 impl ProxyProbe {
-    /// A proxy probe for the configured files.
-    pub fn new(config: ProxyConfig, system: Arc<dyn SystemProxy>) -> Self {
-        ProxyProbe { config, system }
+    /// A proxy probe for the configured files; `resolver` reads the connector's file
+    /// (the same as `config.connector_config`) and the system setting.
+    pub fn new(config: ProxyConfig, resolver: Arc<Resolver>) -> Self {
+        ProxyProbe { config, resolver }
     }
 
     async fn read(&self) -> Observation {
         let mut settings = ProxySettings::default();
         let mut out = Vec::new();
         let c = &self.config;
-        for (path, role) in [
-            (&c.connector_config, "connector"),
-            (&c.updater_config, "updater"),
-        ] {
-            let Some(path) = path else { continue };
+        let reading = self.resolver.reading().await;
+        match &reading.connector {
+            Some(Ok(found)) => {
+                settings.connector_proxy = found.proxy.clone();
+                settings.connector_uses_default = found.uses_default;
+            }
+            Some(Err(reason)) => out.push(failed("proxy:connector", reason.clone())),
+            None => {}
+        }
+        if let Some(path) = &c.updater_config {
             match read_exe_config(path).await {
                 Ok(found) => {
-                    if role == "connector" {
-                        settings.connector_proxy = found.proxy;
-                        settings.connector_uses_default = found.uses_default;
-                    } else {
-                        settings.updater_proxy = found.proxy;
-                        settings.updater_uses_default = found.uses_default;
-                    }
+                    settings.updater_proxy = found.proxy;
+                    settings.updater_uses_default = found.uses_default;
                 }
-                Err(reason) => out.push(failed(format!("proxy:{role}"), reason)),
+                Err(reason) => out.push(failed("proxy:updater", reason)),
             }
         }
         if c.system {
-            match self.system.system_proxy().await {
-                Ok(p) => settings.system_proxy = p,
-                Err(reason) => out.push(failed("proxy:system", reason)),
+            match &reading.system {
+                Ok(p) => settings.system_proxy = p.proxy.clone(),
+                Err(reason) => out.push(failed("proxy:system", reason.clone())),
             }
         }
         out.insert(0, Observation::Proxy(settings));
@@ -143,6 +167,7 @@ impl Probe for ProxyProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::{SystemProxy, SystemProxySetting};
     use connwatch_shared::wire::Report;
 
     const CONNECTOR: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -163,7 +188,9 @@ mod tests {
             p(CONNECTOR),
             ConfigProxy {
                 proxy: "http://proxyserver:8080".into(),
-                uses_default: false
+                uses_default: false,
+                bypass_on_local: true,
+                bypass: Vec::new(),
             }
         );
         let bypass = r#"<configuration><system.net><defaultProxy enabled="false"></defaultProxy></system.net></configuration>"#;
@@ -175,7 +202,9 @@ mod tests {
             p(default),
             ConfigProxy {
                 proxy: String::new(),
-                uses_default: true
+                uses_default: true,
+                bypass_on_local: false,
+                bypass: Vec::new(),
             }
         );
         let none = "<configuration><appSettings/></configuration>";
@@ -183,11 +212,34 @@ mod tests {
         assert!(parse_exe_config(b"<configuration>").is_err());
     }
 
+    #[test]
+    fn the_bypass_list_applies_add_remove_and_clear_in_order() {
+        let with_list = |list: &str| {
+            parse_exe_config(
+                format!(
+                    r#"<configuration><system.net><defaultProxy><bypasslist>{list}</bypasslist><proxy proxyaddress="http://p:3128"/></defaultProxy></system.net></configuration>"#
+                )
+                .as_bytes(),
+            )
+        };
+        let got = with_list(
+            r#"<add address="old\.contoso\.com"/><clear/><add address="[a-z]+\.contoso\.com$"/><add address="10\.1\..*"/><remove address="10\.1\..*"/>"#,
+        )
+        .expect("parse");
+        assert_eq!(got.bypass, [r"[a-z]+\.contoso\.com$"]);
+        assert!(!got.bypass_on_local);
+        let err = with_list(r#"<add address="(unclosed"/>"#).expect_err("bad regex");
+        assert!(err.contains("(unclosed"), "{err}");
+    }
+
     struct Fixed(Result<String, String>);
 
     impl SystemProxy for Fixed {
-        fn system_proxy(&self) -> BoxFuture<'_, Result<String, String>> {
-            let r = self.0.clone();
+        fn system_proxy(&self) -> BoxFuture<'_, Result<SystemProxySetting, String>> {
+            let r = self.0.clone().map(|proxy| SystemProxySetting {
+                proxy,
+                bypass: Vec::new(),
+            });
             Box::pin(async move { r })
         }
     }
@@ -201,11 +253,14 @@ mod tests {
         std::fs::write(&connector, CONNECTOR).expect("write");
         let probe = ProxyProbe::new(
             ProxyConfig {
-                connector_config: Some(connector),
+                connector_config: Some(connector.clone()),
                 updater_config: Some(dir.path().join("missing.exe.config")),
                 system: true,
             },
-            Arc::new(Fixed(Ok("direct".into()))),
+            Arc::new(Resolver::new(
+                Some(connector),
+                Arc::new(Fixed(Ok("direct".into()))),
+            )),
         );
         let mut report = Report::default();
         probe.read().await.apply(&mut report);
