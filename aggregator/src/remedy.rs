@@ -27,6 +27,9 @@ pub fn remediation(code: Code) -> &'static str {
         Code::EndpointUnreachable => {
             "The host cannot open an outbound connection to this endpoint. Allow outbound TCP 80 and 443 to the service's domains on the firewall or proxy, then repeat the port test from the host."
         }
+        Code::ProxyFailed => {
+            "The connector's outbound proxy did not let the check through; the evidence names the proxy and its answer. Unreachable: check the proxy address in the connector's .exe.config (or the system proxy) and that the proxy runs. Refused (403, 405, 5xx): allow the connector host to the service's domains on ports 80 and 443 on the proxy. Credentials asked (407): grant the connector's accounts (Network Service and Local System) access through the proxy, or bypass the proxy for the service's domains. Then make the connector and its updater use the same setting."
+        }
         Code::ProbeFailed => {
             "A check could not run on the host. Fix the cause given in the evidence, usually a permission or a path in the collector's config, so the facts it measures are known again."
         }

@@ -339,6 +339,11 @@ fn link_causes(findings: &mut [Finding]) {
             Code::KnownErrorLogged,
             &["service-unreachable"],
         ),
+        (
+            Code::ProxyFailed,
+            Code::KnownErrorLogged,
+            &["service-unreachable"],
+        ),
         (Code::UpdaterNotRunning, Code::VersionBehind, &[]),
     ];
     let present: Vec<Code> = findings.iter().map(|f| f.code).collect();
@@ -521,7 +526,38 @@ fn endpoint_findings(f: &mut Findings, r: &Report, observed: i64) {
             };
             let mut evidence = base;
             evidence.push(("cause".into(), cause.clone()));
+            // The proxy stopped the check before the endpoint was tried: that is the
+            // proxy's finding alone, so the endpoint is not also called unreachable.
+            let at_proxy = matches!(
+                ConnectOutcome::try_from(e.outcome),
+                Ok(ConnectOutcome::ProxyUnreachable
+                    | ConnectOutcome::ProxyRefused
+                    | ConnectOutcome::ProxyAuthRequired)
+            );
+            if at_proxy {
+                evidence.push(("proxy".into(), e.via.clone()));
+                if !e.proxy_status.is_empty() {
+                    evidence.push(("proxy_status".into(), e.proxy_status.clone()));
+                }
+                evidence.push(("error".into(), e.error.clone()));
+                let answer = if e.proxy_status.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", e.proxy_status)
+                };
+                f.push(
+                    Code::ProxyFailed,
+                    severity,
+                    format!("{} ({}) via {}: {cause}{answer}", e.name, e.address, e.via),
+                    evidence,
+                    observed,
+                );
+                continue;
+            }
             evidence.push(("error".into(), e.error.clone()));
+            if !matches!(e.via.as_str(), "" | "direct") {
+                evidence.push(("via".into(), e.via.clone()));
+            }
             f.push(
                 Code::EndpointUnreachable,
                 severity,

@@ -108,6 +108,9 @@ pub enum Code {
     TrustCertIssuer,
     /// A required endpoint cannot be reached.
     EndpointUnreachable,
+    /// The connector's outbound proxy cannot be reached, refuses a required endpoint,
+    /// or asks for credentials.
+    ProxyFailed,
     /// A TLS handshake cannot negotiate TLS 1.2 or later.
     TlsTooOld,
     /// An endpoint presents a chain not rooted in the expected issuers.
@@ -138,7 +141,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in catalogue order.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 23] = [
         Code::Inactive,
         Code::Retired,
         Code::ServiceNotRunning,
@@ -148,6 +151,7 @@ impl Code {
         Code::TrustCertMissing,
         Code::TrustCertIssuer,
         Code::EndpointUnreachable,
+        Code::ProxyFailed,
         Code::TlsTooOld,
         Code::TlsIntercepted,
         Code::BackendUnreachable,
@@ -175,6 +179,7 @@ impl Code {
             Code::TrustCertMissing => "trust-cert-missing",
             Code::TrustCertIssuer => "trust-cert-issuer",
             Code::EndpointUnreachable => "endpoint-unreachable",
+            Code::ProxyFailed => "proxy-failed",
             Code::TlsTooOld => "tls-too-old",
             Code::TlsIntercepted => "tls-intercepted",
             Code::BackendUnreachable => "backend-unreachable",

@@ -167,6 +167,51 @@ fn connector_rules_table() {
             vec![(Code::EndpointUnreachable, Severity::Warning)],
         ),
         (
+            "proxy down: the proxy's finding, not the endpoint's",
+            Box::new(|r| {
+                r.endpoints[0].outcome = ConnectOutcome::ProxyUnreachable as i32;
+                r.endpoints[0].via = "proxy:8080".into();
+            }),
+            NOW,
+            vec![(Code::ProxyFailed, Severity::Critical)],
+        ),
+        (
+            "proxy refuses CONNECT",
+            Box::new(|r| {
+                r.endpoints[0].outcome = ConnectOutcome::ProxyRefused as i32;
+                r.endpoints[0].via = "proxy:8080".into();
+                r.endpoints[0].proxy_status = "HTTP/1.1 403 Forbidden".into();
+            }),
+            NOW,
+            vec![(Code::ProxyFailed, Severity::Critical)],
+        ),
+        (
+            "proxy wants credentials for an optional endpoint",
+            Box::new(|r| {
+                r.endpoints[0].outcome = ConnectOutcome::ProxyAuthRequired as i32;
+                r.endpoints[0].required = false;
+                r.endpoints[0].via = "proxy:8080".into();
+                r.endpoints[0].proxy_status = "HTTP/1.1 407 Proxy Authentication Required".into();
+            }),
+            NOW,
+            vec![(Code::ProxyFailed, Severity::Warning)],
+        ),
+        (
+            "through a proxy that answers, the endpoint times out",
+            Box::new(|r| {
+                r.endpoints[0].outcome = ConnectOutcome::TimedOut as i32;
+                r.endpoints[0].via = "proxy:8080".into();
+            }),
+            NOW,
+            vec![(Code::EndpointUnreachable, Severity::Critical)],
+        ),
+        (
+            "reached through a proxy",
+            Box::new(|r| r.endpoints[0].via = "proxy:8080".into()),
+            NOW,
+            vec![],
+        ),
+        (
             "probe failed",
             Box::new(|r| {
                 r.probe_errors = vec![ProbeError {
@@ -609,5 +654,56 @@ fn split_reachability_names_both_sides() {
         split
             .evidence
             .contains(&("unreachable_from".to_string(), "c".to_string()))
+    );
+}
+
+#[test]
+fn a_proxy_failure_names_the_proxy_and_its_answer() {
+    let cfg = RulesConfig::default();
+    let mut r = healthy_report();
+    r.endpoints[0].outcome = ConnectOutcome::ProxyRefused as i32;
+    r.endpoints[0].via = "proxy.contoso.com:8080".into();
+    r.endpoints[0].proxy_status = "HTTP/1.1 403 Forbidden".into();
+    r.endpoints[0].error = "the proxy proxy.contoso.com:8080 refused CONNECT a:443".into();
+    r.log_signatures = vec![LogSignature {
+        id: "service-unreachable".into(),
+        count: 2,
+        last_line: "x".into(),
+    }];
+    let eval = eval_one(&entry(r, NOW), &cfg);
+    let proxy = eval
+        .findings
+        .iter()
+        .find(|f| f.code == Code::ProxyFailed)
+        .expect("proxy finding");
+    assert_eq!(
+        proxy.summary,
+        "svc (a:443) via proxy.contoso.com:8080: proxy-refused (HTTP/1.1 403 Forbidden)"
+    );
+    let has = |f: &Finding, k: &str, v: &str| f.evidence.contains(&(k.to_string(), v.to_string()));
+    assert!(
+        has(proxy, "proxy", "proxy.contoso.com:8080"),
+        "{:?}",
+        proxy.evidence
+    );
+    assert!(has(proxy, "proxy_status", "HTTP/1.1 403 Forbidden"));
+    assert!(has(proxy, "cause", "proxy-refused"));
+    assert!(proxy.remediation.contains("Network Service"));
+    assert!(
+        !eval
+            .findings
+            .iter()
+            .any(|f| f.code == Code::EndpointUnreachable),
+        "the proxy is the cause; the endpoint was never tried"
+    );
+    let logged = eval
+        .findings
+        .iter()
+        .find(|f| f.code == Code::KnownErrorLogged)
+        .expect("log finding");
+    assert!(
+        has(logged, "explained_by", "proxy-failed"),
+        "{:?}",
+        logged.evidence
     );
 }
