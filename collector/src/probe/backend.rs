@@ -1,6 +1,9 @@
 //! Backend probe: loads an internal application URL from the connector host (steps 7
 //! and 8 of the debugging flowchart) and reports the HTTP status, latency and, when no
 //! response came, why. Only the status line is read; bodies are never fetched whole.
+//! Requests go direct, never through the connector's proxy: the connector reaches
+//! internal applications on its own network (its outbound proxy is for the cloud
+//! service, and .NET's `bypassonlocal` usually exempts intranet names anyway).
 
 use super::endpoint::{connect, millis};
 use super::{Observation, Probe, tls};
