@@ -377,6 +377,8 @@ pid_file = "{pid}"
 name = "cloud-service"
 address = "{endpoint}"
 timeout = "1s"
+# The stand-in cloud service is on loopback: never through this host's proxy.
+proxy = "direct"
 
 [[trust_cert]]
 path = "{trust}"

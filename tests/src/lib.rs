@@ -379,6 +379,26 @@ fn signal(pid: u32, sig: i32) {
     );
 }
 
+/// The variables a collector reads for the system proxy off Windows.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Clears the proxy variables for a collector: its endpoint checks follow the system
+/// proxy, and a test's loopback endpoints must not depend on the machine's.
+pub fn without_proxy_environment(command: &mut Command) {
+    for var in PROXY_VARIABLES {
+        command.env_remove(var);
+    }
+}
+
 /// A `connwatch-collector run` process.
 pub struct Collector {
     child: Child,
@@ -441,7 +461,9 @@ impl Collector {
             .append(true)
             .open(config.with_extension("log"))
             .expect("open the collector log");
-        Command::new(bin("connwatch-collector"))
+        let mut command = Command::new(bin("connwatch-collector"));
+        without_proxy_environment(&mut command);
+        command
             .args(["--log-level", "info", "run", "--config"])
             .arg(config)
             .stdout(Stdio::null())

@@ -49,16 +49,7 @@ fn localise(root: &Path, pki: &Pki, example: &str) -> PathBuf {
 fn run(binary: &str, args: &[&str], config: &Path) -> Output {
     let mut command = Command::new(bin(binary));
     // The system proxy is read from these; the tests expect none.
-    for var in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        command.env_remove(var);
-    }
+    connwatch_tests::without_proxy_environment(&mut command);
     command
         .args(args)
         .arg("--config")
