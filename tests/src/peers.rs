@@ -1,7 +1,8 @@
-//! Real peers for the alerting and metrics tests: Alertmanager and Prometheus from the
-//! Debian packages, each started on a free loopback port with its own config and data
-//! folder and killed on drop; a webhook receiver that can be told to fail; and a
-//! minimal HTTP/1.0 client, enough for their JSON APIs.
+//! Real peers for the alerting, metrics and proxy tests: Alertmanager, Prometheus and
+//! tinyproxy from the Debian packages and `openssl s_server`, each started on a free
+//! loopback port with its own config and data folder and killed on drop; a webhook
+//! receiver that can be told to fail; and a minimal HTTP/1.0 client, enough for their
+//! JSON APIs.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,17 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
+}
+
+/// Whether `program` can be run here (`program -h` starts).
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// Percent-encodes a query parameter value.
@@ -90,6 +102,110 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, path: &str, what: &str) {
             "{what} not ready on {addr} after 30s"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `addr` accepts TCP connections; panics if `child` exits first.
+fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str) {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before it listened on {addr}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} not listening on {addr} after 10s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real forward proxy (Debian's `tinyproxy`) in the foreground on loopback.
+pub struct Tinyproxy {
+    _peer: Peer,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Tinyproxy {
+    /// Starts one under `root/<name>` that allows CONNECT only to `connect_ports` (to
+    /// any port when empty) and, with `basic_auth`, answers 407 to requests without
+    /// those credentials.
+    pub fn start(
+        root: &Path,
+        name: &str,
+        connect_ports: &[u16],
+        basic_auth: Option<(&str, &str)>,
+    ) -> Tinyproxy {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let config = dir.join("tinyproxy.conf");
+        // Port 0 is not supported: take a port that was free a moment ago.
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut text = format!(
+            "Port {}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 10\nMaxClients 20\nLogLevel Warning\nPidFile \"{}\"\n",
+            addr.port(),
+            dir.join("tinyproxy.pid").display()
+        );
+        for port in connect_ports {
+            text.push_str(&format!("ConnectPort {port}\n"));
+        }
+        if let Some((user, password)) = basic_auth {
+            text.push_str(&format!("BasicAuth {user} {password}\n"));
+        }
+        std::fs::write(&config, text).expect("write tinyproxy.conf");
+        let mut child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tinyproxy (scripts/install-test-deps installs it)");
+        wait_listening(&mut child, addr, "tinyproxy");
+        Tinyproxy {
+            _peer: Peer { child },
+            addr,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, as a `proxyaddress` or `proxy` key writes it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A TLS server: `openssl s_server` on loopback with a certificate and key.
+pub struct TlsServer {
+    _peer: Peer,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl TlsServer {
+    /// Starts one presenting `cert` (PEM, with its `key`); it completes any number of
+    /// handshakes, one at a time.
+    pub fn start(cert: &Path, key: &Path) -> TlsServer {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-accept", &addr.to_string(), "-www", "-cert"])
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openssl s_server (scripts/install-test-deps installs openssl)");
+        wait_listening(&mut child, addr, "openssl s_server");
+        TlsServer {
+            _peer: Peer { child },
+            addr,
+        }
     }
 }
 

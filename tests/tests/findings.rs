@@ -114,6 +114,7 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
         "cert-missing",
         "cert-issuer",
         "port-closed",
+        "proxy-blocked",
         "tls-old",
         "tls-mitm",
         "backend-down",
@@ -195,6 +196,15 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
             "port-closed",
             with("faults", |r| {
                 r.endpoints[0].outcome = ConnectOutcome::Refused as i32;
+                r.endpoints[0].tls = None;
+            }),
+        ),
+        (
+            "proxy-blocked",
+            with("faults", |r| {
+                r.endpoints[0].outcome = ConnectOutcome::ProxyRefused as i32;
+                r.endpoints[0].via = "proxy.contoso.local:8080".into();
+                r.endpoints[0].proxy_status = "HTTP/1.1 403 Forbidden".into();
                 r.endpoints[0].tls = None;
             }),
         ),
@@ -305,6 +315,7 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
         ("trust-cert-missing", "cert-missing"),
         ("trust-cert-issuer", "cert-issuer"),
         ("endpoint-unreachable", "port-closed"),
+        ("proxy-failed", "proxy-blocked"),
         ("tls-too-old", "tls-old"),
         ("tls-intercepted", "tls-mitm"),
         ("backend-unreachable", "backend-down"),
@@ -323,8 +334,8 @@ async fn every_fault_is_found_where_it_is_and_nowhere_else() {
         ("group-split-reachability", "split"),
         ("version-behind", "m1"),
         ("group-mixed-versions", "mixed"),
-        // The faults group itself: port-closed cannot reach svc while others can, and
-        // old-version runs an older release than the rest.
+        // The faults group itself: port-closed and proxy-blocked cannot reach svc while
+        // others can, and old-version runs an older release than the rest.
         ("group-split-reachability", "faults"),
         ("group-mixed-versions", "faults"),
     ]
