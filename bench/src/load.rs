@@ -89,6 +89,7 @@ fn realistic(rng: &mut impl Rng, group: &str, now: i64, i: usize) -> Report {
                     error: String::new(),
                     version_too_old: false,
                     issuer_checked: true,
+                    chain_verified: Some(true),
                 }),
                 via: "direct".into(),
                 proxy_status: String::new(),
