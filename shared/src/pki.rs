@@ -242,6 +242,25 @@ impl LeafSpec {
     }
 }
 
+/// The parameters of a CA certificate named `common_name`, valid for ten years.
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "connwatch");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    params
+}
+
 /// A certificate authority: its certificate and signing key.
 pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -251,22 +270,22 @@ pub struct CertAuthority {
 impl CertAuthority {
     /// Creates a new CA with the given common name, valid for ten years.
     pub fn generate(common_name: &str) -> Result<CertAuthority, PkiError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        dn.push(DnType::OrganizationName, "connwatch");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(3650);
+        let params = ca_params(common_name);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
+        Ok(CertAuthority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Creates an intermediate CA with the given common name, signed by this one, valid
+    /// for ten years: for chains of more than one link, as public services present.
+    pub fn intermediate(&self, common_name: &str) -> Result<CertAuthority, PkiError> {
+        let mut params = ca_params(common_name);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertAuthority {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
