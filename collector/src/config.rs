@@ -301,11 +301,11 @@ pub enum EndpointProxy {
 pub struct TlsCheckConfig {
     /// The name sent in SNI and checked against the certificate when verifying.
     pub server_name: String,
-    /// Issuer names (substrings of an issuer's distinguished name, any case) the chain
-    /// must come from; empty means the issuer is not checked.
+    /// Names of the roots (substrings of a root's distinguished name, any case) the
+    /// chain must be signed up to; empty means the issuer is not checked.
     pub expected_issuers: Vec<String>,
-    /// Root certificates (DER) to verify the chain against; empty means the chain is
-    /// recorded but not verified.
+    /// Root certificates (DER) to verify the chain against; empty means the public
+    /// roots.
     pub roots: Vec<Vec<u8>>,
 }
 

@@ -116,7 +116,8 @@ impl BackendProbe {
         if !url.tls {
             return Ok((exchange(tcp, &url).await?, String::new()));
         }
-        let shake = tls::handshake(tcp, &url.host, &self.config.roots, &[], true).await;
+        let roots = tls::Roots::or_none(&self.config.roots);
+        let shake = tls::handshake(tcp, &url.host, roots, &[], true).await;
         let Some(stream) = shake.stream else {
             return Err(shake.result.error);
         };

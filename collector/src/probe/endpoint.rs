@@ -78,7 +78,8 @@ impl EndpointProbe {
         };
         // After CONNECT the socket is the tunnel: the proxy's answer was read up to its
         // blank line and no further, so the handshake starts on a clean stream.
-        let shake = tls::handshake(tcp, &t.server_name, &t.roots, &t.expected_issuers, false);
+        let roots = tls::Roots::or_public(&t.roots);
+        let shake = tls::handshake(tcp, &t.server_name, roots, &t.expected_issuers, false);
         match tokio::time::timeout_at(deadline, shake).await {
             Ok(h) => check.tls = Some(h.result),
             Err(_) => {
