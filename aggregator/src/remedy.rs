@@ -43,7 +43,7 @@ pub fn remediation(code: Code) -> &'static str {
             "The host could not negotiate TLS 1.2 or later with this endpoint, which the connector requires. Enable TLS 1.2 in the host's SChannel settings (and for .NET), then restart the connector service."
         }
         Code::TlsIntercepted => {
-            "The endpoint presented a certificate chain from an issuer other than the expected ones: a device between the host and the service is inspecting TLS. It breaks the connector's client-certificate authentication (ConnectorError:Unauthorized); exempt the service's domains from TLS inspection."
+            "The endpoint presented a certificate chain that does not verify, or is not signed up to one of the expected roots: most often a device between the host and the service is inspecting TLS (the evidence's error says when it is something else, such as the host's clock). Inspection breaks the connector's client-certificate authentication (ConnectorError:Unauthorized); exempt the connector's traffic to the service's domains from TLS inspection."
         }
         Code::BackendUnreachable => {
             "The connector host cannot load this internal application. Check the application is up and that the host can reach it (DNS, firewall, certificate); the connector can only publish what it can reach itself."

@@ -580,19 +580,40 @@ fn endpoint_findings(f: &mut Findings, r: &Report, observed: i64) {
                 observed,
             );
         }
-        if tls.issuer_checked && !tls.issuer_expected && !tls.chain.is_empty() {
+        // Interception is judged only where the endpoint names who must issue its chain
+        // (every default endpoint does); `chain_verified` absent (a collector from
+        // before it) leaves the judgement to `issuer_expected`, as it was.
+        let not_verified = tls.chain_verified == Some(false);
+        if tls.issuer_checked && !tls.chain.is_empty() && (not_verified || !tls.issuer_expected) {
+            let leaf_issuer = tls.chain.first().map_or("", |c| c.issuer.as_str());
             let mut evidence = base;
+            evidence.push(("leaf_issuer".into(), leaf_issuer.to_string()));
+            evidence.push((
+                "verified".into(),
+                match tls.chain_verified {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "not checked",
+                }
+                .into(),
+            ));
+            evidence.push(("issuer_expected".into(), tls.issuer_expected.to_string()));
+            evidence.push(("error".into(), tls.error.clone()));
             for (i, c) in tls.chain.iter().enumerate() {
                 evidence.push((
                     format!("chain[{i}]"),
                     format!("{} issued by {}", c.subject, c.issuer),
                 ));
             }
-            let top = tls.chain.last().map_or("", |c| c.issuer.as_str());
+            let summary = if tls.issuer_expected {
+                format!("{}: the chain does not verify: {}", e.name, tls.error)
+            } else {
+                format!("{} presents a chain from {leaf_issuer}", e.name)
+            };
             f.push(
                 Code::TlsIntercepted,
                 Severity::Critical,
-                format!("{} presents a chain from {top}", e.name),
+                summary,
                 evidence,
                 observed,
             );

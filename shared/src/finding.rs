@@ -113,7 +113,8 @@ pub enum Code {
     ProxyFailed,
     /// A TLS handshake cannot negotiate TLS 1.2 or later.
     TlsTooOld,
-    /// An endpoint presents a chain not rooted in the expected issuers.
+    /// An endpoint presents a chain that does not verify, or is not signed up to an
+    /// expected root: TLS inspection.
     TlsIntercepted,
     /// An internal application URL fails from the connector host.
     BackendUnreachable,

@@ -707,3 +707,117 @@ fn a_proxy_failure_names_the_proxy_and_its_answer() {
         logged.evidence
     );
 }
+
+#[test]
+fn tls_interception_table() {
+    let cfg = RulesConfig::default();
+    let chain = |issuer: &str| {
+        vec![
+            PresentedCertificate {
+                subject: "CN=login.microsoftonline.com".into(),
+                issuer: issuer.into(),
+                not_after_ms: NOW + DAY_MS,
+            },
+            PresentedCertificate {
+                subject: issuer.into(),
+                issuer: "CN=DigiCert Global Root G2".into(),
+                not_after_ms: NOW + 300 * DAY_MS,
+            },
+        ]
+    };
+    let genuine = "CN=Microsoft Azure RSA TLS Issuing CA 04";
+    let forged_error = "certificate verification failed: invalid peer certificate: BadSignature";
+    // (case, issuer checked, chain verified, issuer expected, error, finding wanted)
+    type Case = (&'static str, bool, Option<bool>, bool, &'static str, bool);
+    let cases: [Case; 7] = [
+        (
+            "verified, from an expected root",
+            true,
+            Some(true),
+            true,
+            "",
+            false,
+        ),
+        (
+            "forged: does not verify",
+            true,
+            Some(false),
+            false,
+            forged_error,
+            true,
+        ),
+        (
+            "genuine issuer, wrong name: does not verify",
+            true,
+            Some(false),
+            true,
+            "certificate verification failed: invalid peer certificate: NotValidForName",
+            true,
+        ),
+        (
+            "verifies, to an unexpected root",
+            true,
+            Some(true),
+            false,
+            "",
+            true,
+        ),
+        (
+            "an older collector: not verified is unknown",
+            true,
+            None,
+            true,
+            "certificate verification failed: invalid peer certificate: UnknownIssuer",
+            false,
+        ),
+        (
+            "an older collector, unexpected issuer",
+            true,
+            None,
+            false,
+            "",
+            true,
+        ),
+        (
+            "no expected issuers: verification is reported, not judged",
+            false,
+            Some(false),
+            false,
+            forged_error,
+            false,
+        ),
+    ];
+    for (name, checked, verified, expected, error, want) in cases {
+        let mut r = healthy_report();
+        r.endpoints[0].tls = Some(TlsResult {
+            protocol: "TLSv1.3".into(),
+            chain: chain(genuine),
+            issuer_checked: checked,
+            chain_verified: verified,
+            issuer_expected: expected,
+            error: error.into(),
+            ..Default::default()
+        });
+        let eval = eval_one(&entry(r, NOW), &cfg);
+        let want: Vec<(Code, Severity)> = if want {
+            vec![(Code::TlsIntercepted, Severity::Critical)]
+        } else {
+            vec![]
+        };
+        assert_eq!(codes(&eval), want, "{name}");
+        if let Some(f) = eval.findings.first() {
+            let has = |k: &str, v: &str| f.evidence.contains(&(k.to_string(), v.to_string()));
+            assert!(has("leaf_issuer", genuine), "{name}: {:?}", f.evidence);
+            assert!(has("error", error), "{name}: {:?}", f.evidence);
+            let verified_text = match verified {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "not checked",
+            };
+            assert!(has("verified", verified_text), "{name}: {:?}", f.evidence);
+            assert!(f.remediation.contains("TLS inspection"), "{name}");
+            let said = if expected { "does not verify" } else { genuine };
+            assert!(f.summary.contains(said), "{name}: {}", f.summary);
+        }
+    }
+}
