@@ -11,6 +11,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod endpoints;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -420,21 +422,6 @@ impl Defaults {
             pid_file: None,
             unit: None,
         };
-        let endpoint = |port: u16, tls: bool| {
-            let address = format!("login.microsoftonline.com:{port}");
-            EndpointConfig {
-                name: address.clone(),
-                address,
-                timeout: DEFAULT_ENDPOINT_TIMEOUT,
-                required: true,
-                tls: tls.then(|| TlsCheckConfig {
-                    server_name: "login.microsoftonline.com".into(),
-                    expected_issuers: Vec::new(),
-                    roots: Vec::new(),
-                }),
-                proxy: EndpointProxy::Connector,
-            }
-        };
         // Only the installed layout's files: the other layout's are absent on every
         // healthy host and must never read as missing.
         let layout = layout.unwrap_or(Layout::PrivateNetwork);
@@ -443,7 +430,7 @@ impl Defaults {
                 service(DEFAULT_CONNECTOR_SERVICE, ServiceRole::Connector),
                 service(DEFAULT_UPDATER_SERVICE, ServiceRole::Updater),
             ],
-            endpoints: vec![endpoint(443, true), endpoint(80, false)],
+            endpoints: endpoints::connector_endpoints(),
             trust_settings: vec![layout.trust_settings(program_data)],
             proxy: Some(ProxyConfig {
                 connector_config: Some(layout.connector_config(program_files)),
@@ -977,17 +964,48 @@ mod tests {
         let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["WAPCSvc", "WAPCUpdaterSvc"]);
         assert_eq!(c.services[1].role, ServiceRole::Updater);
-        let endpoints: Vec<(&str, bool)> = c
-            .endpoints
-            .iter()
-            .map(|e| (e.address.as_str(), e.tls.is_some()))
-            .collect();
-        assert_eq!(
-            endpoints,
-            [
-                ("login.microsoftonline.com:443", true),
-                ("login.microsoftonline.com:80", false)
-            ]
+        let endpoint = |address: &str| {
+            c.endpoints
+                .iter()
+                .find(|e| e.address == address)
+                .unwrap_or_else(|| panic!("{address} is a default endpoint"))
+        };
+        for address in [
+            "login.microsoftonline.com:443",
+            "login.windows.net:443",
+            "autoupdate.msappproxy.net:443",
+        ] {
+            let e = endpoint(address);
+            let tls = e.tls.as_ref().expect("checked over TLS");
+            assert!(e.required, "{address}");
+            assert_eq!(Some(tls.server_name.as_str()), address.strip_suffix(":443"));
+            assert!(tls.roots.is_empty(), "{address}: the public roots");
+            for root in [
+                "DigiCert Global Root G2",
+                "Microsoft RSA Root Certificate Authority 2017",
+            ] {
+                assert!(
+                    tls.expected_issuers.iter().any(|i| i == root),
+                    "{address} expects {root}"
+                );
+            }
+        }
+        for host in [
+            "crl3.digicert.com",
+            "crl4.digicert.com",
+            "ocsp.digicert.com",
+            "crl.microsoft.com",
+            "oneocsp.microsoft.com",
+            "ocsp.msocsp.com",
+        ] {
+            let e = endpoint(&format!("{host}:80"));
+            assert!(e.required && e.tls.is_none(), "{host}");
+        }
+        assert!(
+            c.endpoints
+                .iter()
+                .all(|e| e.address.ends_with(":80") != e.tls.is_some()),
+            "TLS on 443, plain HTTP on 80"
         );
         assert_eq!(
             c.trust_certs[0].settings,
