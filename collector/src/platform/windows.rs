@@ -56,15 +56,53 @@ struct Scm;
 const ERROR_ACCESS_DENIED: i32 = 5;
 const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
 
+/// A windows-service error with the Windows error's own text and code ("Access is
+/// denied. (os error 5)"); its `Display` says only "IO error in winapi call".
+pub(super) fn win_error(e: &windows_service::Error) -> String {
+    match e {
+        windows_service::Error::Winapi(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Asks the service manager about one service, trying again briefly when a call fails
+/// for another reason than the service's absence or a refusal: the first calls of two
+/// threads at once sometimes fail under Wine, and a probe should not report a
+/// passing hiccup as a broken host.
 fn scm_query(name: &str) -> Result<ServiceAnswer, String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match scm_query_once(name) {
+            Err(Failure::Transient(e)) => last = e,
+            Err(Failure::Final(e)) => return Err(e),
+            Ok(answer) => return Ok(answer),
+        }
+    }
+    Err(last)
+}
+
+enum Failure {
+    Transient(String),
+    Final(String),
+}
+
+fn scm_query_once(name: &str) -> Result<ServiceAnswer, Failure> {
     use windows_service::service::{self, ServiceAccess, ServiceStartType};
     use windows_service::service_manager::{ServiceManager as Manager, ServiceManagerAccess};
     let os_code = |e: &windows_service::Error| match e {
         windows_service::Error::Winapi(io) => io.raw_os_error(),
         _ => None,
     };
-    let manager = Manager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .map_err(|e| format!("cannot connect to the service control manager: {e}"))?;
+    let manager =
+        Manager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT).map_err(|e| {
+            Failure::Transient(format!(
+                "cannot connect to the service control manager: {}",
+                win_error(&e)
+            ))
+        })?;
     let svc = match manager.open_service(
         name,
         ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
@@ -74,18 +112,27 @@ fn scm_query(name: &str) -> Result<ServiceAnswer, String> {
             return Ok(ServiceAnswer::NotInstalled);
         }
         Err(e) if os_code(&e) == Some(ERROR_ACCESS_DENIED) => {
-            return Err(format!(
-                "access denied opening service {name}: run the collector as LocalSystem or an administrator"
-            ));
+            return Err(Failure::Final(format!(
+                "{} opening service {name}: run the collector as LocalSystem or an administrator",
+                win_error(&e)
+            )));
         }
-        Err(e) => return Err(format!("cannot open service {name}: {e}")),
+        Err(e) => {
+            return Err(Failure::Transient(format!(
+                "cannot open service {name}: {}",
+                win_error(&e)
+            )));
+        }
     };
-    let status = svc
-        .query_status()
-        .map_err(|e| format!("cannot query service {name}: {e}"))?;
-    let config = svc
-        .query_config()
-        .map_err(|e| format!("cannot read the configuration of service {name}: {e}"))?;
+    let status = svc.query_status().map_err(|e| {
+        Failure::Transient(format!("cannot query service {name}: {}", win_error(&e)))
+    })?;
+    let config = svc.query_config().map_err(|e| {
+        Failure::Transient(format!(
+            "cannot read the configuration of service {name}: {}",
+            win_error(&e)
+        ))
+    })?;
     let state = match status.current_state {
         service::ServiceState::Running => ServiceState::Running,
         service::ServiceState::StartPending | service::ServiceState::ContinuePending => {
