@@ -94,9 +94,14 @@ fn main() -> ExitCode {
         logging::init(cli.log_format, cli.log_level.as_deref());
     }
     connwatch_shared::tls::install_crypto_provider();
+    let as_service = matches!(cli.command, Command::Service(ServiceCommand::Run { .. }));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
+            if as_service {
+                // Nobody reads a service's stderr: collector.log is where it is seen.
+                tracing::error!(error = %format!("{e:#}"), "the service failed");
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(3)
         }
@@ -204,14 +209,18 @@ fn service_command(command: ServiceCommand) -> anyhow::Result<()> {
         }
         ServiceCommand::Start => {
             service_host::start()?;
-            println!("{} is running", service::SERVICE_NAME);
+            println!(
+                "{} is running (and stayed up for 3 s)",
+                service::SERVICE_NAME
+            );
         }
         ServiceCommand::Stop => {
             service_host::stop()?;
             println!("{} has stopped", service::SERVICE_NAME);
         }
         ServiceCommand::Run { config, .. } => {
-            let config = Config::load(&config)?;
+            // The service loads its config itself, so that an unusable one reaches
+            // the SCM as its exit code and collector.log, not this process's stderr.
             service_host::run(config)?;
         }
     }

@@ -126,6 +126,132 @@ pub fn install_plan(
     })
 }
 
+/// The service-specific exit code of a service that could not start: its config or
+/// its certificates are unusable (the error is in collector.log and the event log).
+pub const EXIT_START_FAILED: u32 = 3;
+/// The service-specific exit code of a collector that stopped on an error while it ran.
+pub const EXIT_FAILED: u32 = 4;
+
+/// What a service's exit code means, for `service start` to say.
+pub fn exit_meaning(win32: u32, specific: u32) -> String {
+    // ERROR_SERVICE_SPECIFIC_ERROR: the service's own code says more.
+    const SERVICE_SPECIFIC: u32 = 1066;
+    match (win32, specific) {
+        (0, _) => "exit code 0".to_string(),
+        (SERVICE_SPECIFIC, EXIT_START_FAILED) => {
+            format!("exit code {EXIT_START_FAILED}: it could not start with its config")
+        }
+        (SERVICE_SPECIFIC, EXIT_FAILED) => {
+            format!("exit code {EXIT_FAILED}: it failed while running")
+        }
+        (SERVICE_SPECIFIC, code) => format!("service-specific exit code {code}"),
+        (code, _) => format!("Windows error {code}"),
+    }
+}
+
+/// The `--log-dir` of a registered service command line (as the service control
+/// manager keeps it: the executable and `service run ...` arguments, quoted where
+/// they hold spaces), or the default.
+pub fn log_dir_of(command_line: &str) -> PathBuf {
+    let words = split_command_line(command_line);
+    words
+        .iter()
+        .position(|w| w == "--log-dir")
+        .and_then(|i| words.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR))
+}
+
+/// Splits a Windows command line into words: double quotes group, and are dropped.
+fn split_command_line(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+/// The last error a log holds: its last `ERROR` line, without the time stamp and
+/// level, so `service start` can say why the service stopped.
+pub fn last_error(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once(" ERROR ")?;
+        // `target: message error=...`: the error itself says most.
+        let said = match rest.split_once(" error=") {
+            Some((_, error)) => error,
+            None => rest.split_once(": ").map_or(rest, |(_, message)| message),
+        };
+        Some(said.trim().to_string())
+    })
+}
+
+/// The `eventcreate` command that writes `message` to the Application event log as an
+/// error of source `connwatch-collector` (it registers the source on first use), where
+/// an operator looks when a service will not start. eventcreate takes at most about
+/// 32 KB of text.
+pub fn event_log_command(message: &str) -> Vec<String> {
+    let mut text: String = message.chars().take(30_000).collect();
+    // A quote would end eventcreate's argument early once the command line is built.
+    text = text.replace('"', "'");
+    [
+        "eventcreate",
+        "/L",
+        "APPLICATION",
+        "/T",
+        "ERROR",
+        "/SO",
+        SERVICE_NAME,
+        "/ID",
+        "1",
+        "/D",
+        &text,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Registers a service in two steps, `create` then `configure`, and takes it out again
+/// with `delete` when `configure` fails: a service registered half-way would make the
+/// next install say "already installed".
+pub fn install_whole<S>(
+    create: impl FnOnce() -> anyhow::Result<S>,
+    configure: impl FnOnce(&S) -> anyhow::Result<()>,
+    delete: impl FnOnce(S) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let service = create()?;
+    let Err(e) = configure(&service) else {
+        return Ok(());
+    };
+    Err(match delete(service) {
+        Ok(()) => e.context(format!(
+            "the service was not installed ({SERVICE_NAME} was registered and removed again)"
+        )),
+        Err(d) => e.context(format!(
+            "{SERVICE_NAME} is registered but incomplete, and removing it failed ({d:#}): run `connwatch-collector service uninstall`"
+        )),
+    })
+}
+
 /// The account name the service control manager wants, `None` being LocalSystem.
 pub fn resolve_account(account: &str) -> Result<Option<String>, ServiceError> {
     let bare = account
@@ -373,6 +499,85 @@ mod tests {
         assert_eq!(parse(&["stop"]).expect("parse"), ServiceCommand::Stop);
         assert!(parse(&["restart"]).is_err());
         assert!(parse(&["install", "--acount", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_log_dir_is_read_back_from_the_registered_command_line() {
+        let line = r#""C:\Program Files\connwatch\connwatch-collector.exe" service run --config "C:\ProgramData\connwatch\collector.toml" --log-dir "D:\connwatch logs""#;
+        assert_eq!(log_dir_of(line), PathBuf::from(r"D:\connwatch logs"));
+        assert_eq!(
+            log_dir_of(r"C:\c.exe service run --log-dir C:\logs --config C:\c.toml"),
+            PathBuf::from(r"C:\logs")
+        );
+        assert_eq!(
+            log_dir_of(r"C:\c.exe service run"),
+            PathBuf::from(DEFAULT_LOG_DIR)
+        );
+    }
+
+    #[test]
+    fn the_last_error_line_is_found_without_its_time_and_level() {
+        let log = "2026-11-29T10:00:00Z  INFO connwatch_collector: collector starting\n2026-11-29T10:00:01Z ERROR connwatch_collector::platform::service_host: the service failed error=C:\\c.toml: cannot read: The system cannot find the file specified. (os error 2)\n2026-11-29T10:00:01Z  INFO x: stopped\n";
+        assert_eq!(
+            last_error(log).as_deref(),
+            Some(
+                "C:\\c.toml: cannot read: The system cannot find the file specified. (os error 2)"
+            )
+        );
+        assert_eq!(
+            last_error("t ERROR connwatch_collector: lost the spool\n").as_deref(),
+            Some("lost the spool")
+        );
+        assert_eq!(last_error("all fine\n"), None);
+    }
+
+    #[test]
+    fn exit_codes_are_explained() {
+        assert!(exit_meaning(1066, EXIT_START_FAILED).contains("could not start"));
+        assert!(exit_meaning(1066, EXIT_FAILED).contains("while running"));
+        assert_eq!(exit_meaning(1067, 0), "Windows error 1067");
+    }
+
+    #[test]
+    fn event_log_messages_are_bounded_and_unquoted() {
+        let argv = event_log_command(&format!("bad \"key\" {}", "x".repeat(40_000)));
+        let text = argv.last().expect("message");
+        assert!(text.starts_with("bad 'key' "));
+        assert_eq!(text.chars().count(), 30_000);
+        assert_eq!(argv[..2], ["eventcreate", "/L"]);
+    }
+
+    #[test]
+    fn an_install_that_fails_half_way_is_taken_out_again() {
+        use std::cell::RefCell;
+        let registered = RefCell::new(Vec::<&str>::new());
+        let create = || {
+            registered.borrow_mut().push("svc");
+            Ok("svc")
+        };
+        let delete = |s| {
+            registered.borrow_mut().retain(|r| *r != s);
+            Ok(())
+        };
+        let err = install_whole(
+            create,
+            |_| anyhow::bail!("Invalid level. (os error 124)"),
+            delete,
+        )
+        .expect_err("configure failed");
+        assert!(registered.borrow().is_empty(), "nothing left registered");
+        let text = format!("{err:#}");
+        assert!(text.contains("registered and removed again"), "{text}");
+        assert!(text.contains("os error 124"), "{text}");
+
+        let err = install_whole(
+            || Ok("svc"),
+            |_| anyhow::bail!("no description"),
+            |_| anyhow::bail!("access denied"),
+        )
+        .expect_err("both failed");
+        assert!(format!("{err:#}").contains("service uninstall"), "{err:#}");
+        assert!(install_whole(|| Ok(()), |_| Ok(()), |_| anyhow::bail!("unused")).is_ok());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Off Windows there is no service control manager: the `service` commands say to use
 //! the systemd unit instead.
 
-use crate::config::Config;
 use crate::service::InstallPlan;
+use std::path::PathBuf;
 
 const USE_SYSTEMD: &str = "the `service` commands manage the Windows service; on Linux install deploy/linux/connwatch-collector.service (deploy/linux/install.sh collector) and use systemctl";
 
@@ -32,6 +32,6 @@ pub fn stop() -> anyhow::Result<()> {
 }
 
 /// Refuses: there is no SCM here.
-pub fn run(_config: Config) -> anyhow::Result<()> {
+pub fn run(_config: PathBuf) -> anyhow::Result<()> {
     anyhow::bail!(USE_SYSTEMD)
 }

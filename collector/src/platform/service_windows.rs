@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::service::{DESCRIPTION, DISPLAY_NAME, InstallPlan, SERVICE_NAME};
 use anyhow::Context;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,8 @@ pub fn available() -> anyhow::Result<()> {
 }
 
 /// Registers the service as `plan` says: automatic start, restarted by the SCM 5 s
-/// after a failure (three times, the count reset after a day).
+/// after a failure (three times, the count reset after a day). A failure after the
+/// service was created removes it again.
 pub fn install(plan: &InstallPlan) -> anyhow::Result<()> {
     let manager = ServiceManager::local_computer(
         None::<&str>,
@@ -48,11 +50,23 @@ pub fn install(plan: &InstallPlan) -> anyhow::Result<()> {
         account_name: plan.account.as_ref().map(OsString::from),
         account_password: None,
     };
-    let service = manager
-        .create_service(&info, ServiceAccess::CHANGE_CONFIG)
-        .with_context(|| {
-            format!("cannot create the service {SERVICE_NAME} (already installed? `service uninstall` first)")
-        })?;
+    crate::service::install_whole(
+        || {
+            manager
+                .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::DELETE)
+                .with_context(|| {
+                    format!("cannot create the service {SERVICE_NAME} (already installed? `service uninstall` first)")
+                })
+        },
+        configure,
+        |service| service.delete().context("cannot delete the service"),
+    )
+}
+
+/// Sets what `install` sets beyond the command line: the description, and restart by
+/// the SCM 5 s after a failure (three times, the count reset after a day), error exits
+/// included.
+fn configure(service: &windows_service::service::Service) -> anyhow::Result<()> {
     service
         .set_description(DESCRIPTION)
         .context("cannot set the service description")?;
@@ -69,9 +83,14 @@ pub fn install(plan: &InstallPlan) -> anyhow::Result<()> {
         })
         .context("cannot set the restart-on-failure actions")?;
     // A service that exits with an error code (bad config) counts as a failure too.
-    service
-        .set_failure_actions_on_non_crash_failures(true)
-        .context("cannot enable restart after an error exit")?;
+    // Without it the service still runs and is restarted after a crash, so this one
+    // is a warning (Wine, for one, does not know the setting).
+    if let Err(e) = service.set_failure_actions_on_non_crash_failures(true) {
+        eprintln!(
+            "warning: the SCM will restart {SERVICE_NAME} after a crash but not after an error exit ({}); tick \"Enable actions for stops with errors\" on its Recovery tab in services.msc",
+            super::windows::win_error(&e)
+        );
+    }
     Ok(())
 }
 
@@ -90,13 +109,82 @@ pub fn uninstall() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the service and waits until it runs.
+/// How long a started service must stay running before `start` believes it: a bad
+/// config or certificate stops it within a second.
+const STAY_RUNNING: Duration = Duration::from_secs(3);
+
+/// Starts the service and waits until it runs and has stayed running for a few
+/// seconds; a service that stops instead is an error naming its exit code and the last
+/// error in its log.
 pub fn start() -> anyhow::Result<()> {
-    let service = open(ServiceAccess::QUERY_STATUS | ServiceAccess::START)?;
-    service
-        .start::<&str>(&[])
-        .context("cannot start the service; see collector.log in its log folder")?;
-    wait_for(&service, ServiceState::Running)
+    let service =
+        open(ServiceAccess::QUERY_STATUS | ServiceAccess::START | ServiceAccess::QUERY_CONFIG)?;
+    let log_dir = service
+        .query_config()
+        .map(|c| crate::service::log_dir_of(&c.executable_path.to_string_lossy()))
+        .unwrap_or_else(|_| crate::service::DEFAULT_LOG_DIR.into());
+    if let Err(e) = service.start::<&str>(&[]) {
+        // A service that stops during its start makes StartService fail (1053 under
+        // Wine); its exit code and log say why better than that error does. It may
+        // still be on its way down when StartService gives up.
+        for _ in 0..30 {
+            match service.query_status() {
+                Ok(status)
+                    if status.current_state == ServiceState::Stopped
+                        && status.exit_code != ServiceExitCode::Win32(0) =>
+                {
+                    return Err(stopped_error(&status, &log_dir));
+                }
+                Ok(status) if status.current_state == ServiceState::StopPending => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => break,
+            }
+        }
+        anyhow::bail!(
+            "cannot start the service: {}",
+            super::windows::win_error(&e)
+        );
+    }
+    let mut running_since: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = service.query_status().context("cannot query the service")?;
+        match status.current_state {
+            ServiceState::Stopped => return Err(stopped_error(&status, &log_dir)),
+            ServiceState::Running => {
+                let since = *running_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= STAY_RUNNING {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the service did not start within 30 s; see {}",
+                log_dir.join("collector.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stopped_error(status: &ServiceStatus, log_dir: &std::path::Path) -> anyhow::Error {
+    let (win32, specific) = match status.exit_code {
+        ServiceExitCode::Win32(c) => (c, 0),
+        ServiceExitCode::ServiceSpecific(c) => (1066, c),
+    };
+    let log = log_dir.join("collector.log");
+    let why = std::fs::read_to_string(&log)
+        .ok()
+        .and_then(|text| crate::service::last_error(&text))
+        .unwrap_or_else(|| "it logged no error".into());
+    anyhow::anyhow!(
+        "{SERVICE_NAME} stopped right after starting ({}): {why}; see {}",
+        crate::service::exit_meaning(win32, specific),
+        log.display()
+    )
 }
 
 /// Stops the service and waits until it has stopped.
@@ -133,15 +221,17 @@ fn wait_for(
     anyhow::bail!("the service did not reach {state:?} within 30 s; see collector.log")
 }
 
-/// The config handed from `main` to the service main, which the SCM calls on its own
-/// thread with no way to pass data.
-static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+/// The config file handed from `main` to the service main, which the SCM calls on its
+/// own thread with no way to pass data.
+static CONFIG: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 define_windows_service!(ffi_service_main, service_main);
 
 /// Connects to the SCM and runs the collector as the service until it is stopped.
-/// Blocks; returns once the service has stopped.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Blocks; returns once the service has stopped. The config is loaded inside the
+/// service, so that a broken one is reported to the SCM as the service's exit code
+/// (and logged), not lost on a console nobody sees.
+pub fn run(config: PathBuf) -> anyhow::Result<()> {
     *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
     service_dispatcher::start(SERVICE_NAME, ffi_service_main).context(
         "cannot reach the service control manager; `service run` is for the SCM only: use `run` in a console",
@@ -150,12 +240,31 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 fn service_main(_arguments: Vec<OsString>) {
     if let Err(e) = service_body() {
-        tracing::error!(error = %format!("{e:#}"), "the service failed");
+        let message = format!("{e:#}");
+        tracing::error!(error = %message, "the service failed");
+        report_to_event_log(&message);
+    }
+}
+
+/// Writes the error to the Application event log too, where operators look first.
+fn report_to_event_log(message: &str) {
+    let argv = crate::service::event_log_command(&format!("{SERVICE_NAME}: {message}"));
+    let written = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !written.as_ref().is_ok_and(|s| s.success()) {
+        tracing::warn!(
+            ?written,
+            "cannot write to the Application event log with eventcreate"
+        );
     }
 }
 
 fn service_body() -> anyhow::Result<()> {
-    let config = CONFIG
+    let path = CONFIG
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
@@ -181,6 +290,31 @@ fn service_body() -> anyhow::Result<()> {
         wait_hint,
         process_id: None,
     };
+    let stopped = |code: u32| {
+        let exit_code = if code == 0 {
+            ServiceExitCode::Win32(0)
+        } else {
+            ServiceExitCode::ServiceSpecific(code)
+        };
+        handle.set_service_status(status(
+            ServiceState::Stopped,
+            ServiceControlAccept::empty(),
+            exit_code,
+            Duration::ZERO,
+        ))
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = anyhow::Error::new(e).context("cannot start: the config is not usable");
+            // Logged before the SCM is told, so `service start` finds it in the log.
+            tracing::error!(error = %format!("{e:#}"), "the service failed");
+            report_to_event_log(&format!("{e:#}"));
+            stopped(crate::service::EXIT_START_FAILED)?;
+            return Ok(());
+        }
+    };
+    tracing::info!(config = %path.display(), "service starting");
     handle.set_service_status(status(
         ServiceState::Running,
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
@@ -193,15 +327,13 @@ fn service_body() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(crate::run(config, shutdown)));
-    let exit_code = match &result {
-        Ok(()) => ServiceExitCode::Win32(0),
-        Err(_) => ServiceExitCode::ServiceSpecific(3),
-    };
-    handle.set_service_status(status(
-        ServiceState::Stopped,
-        ServiceControlAccept::empty(),
-        exit_code,
-        Duration::ZERO,
-    ))?;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "the service failed");
+    }
+    stopped(if result.is_ok() {
+        0
+    } else {
+        crate::service::EXIT_FAILED
+    })?;
     result
 }
