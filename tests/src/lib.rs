@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod peers;
+pub mod wine;
 
 /// The path of one of the workspace's binaries, built beside the test executable.
 pub fn bin(name: &str) -> PathBuf {
