@@ -112,6 +112,21 @@ fn check_healthy(
     );
 }
 
+/// A healthy connector host of `layout` with a trust certificate valid for 300 days in
+/// the machine store or Network Service's; the certificate and its thumbprint.
+fn seeded_host(
+    root: &std::path::Path,
+    tools: &wine::WineTools,
+    layout: Layout,
+    user_store: bool,
+) -> (WineHost, IssuedCert, String) {
+    let host = WineHost::new(root, tools);
+    host.install_connector(layout, "1.5.3829.0", "1.5.3829.1");
+    let cert = trust_cert(300);
+    let thumbprint = host.register_trust_cert(layout, &cert.cert_der, user_store);
+    (host, cert, thumbprint)
+}
+
 /// The config of a collector left on the Windows defaults but for the endpoints,
 /// which point at a loopback port (there is no internet here).
 fn defaults_config(endpoint: &str, extra: &str) -> String {
@@ -127,12 +142,9 @@ fn a_host_of_the_previous_layout_is_read_on_the_defaults() {
         return;
     };
     let root = tempfile::tempdir().expect("tempdir");
-    let host = WineHost::new(root.path(), &tools);
     let layout = Layout::AppProxy;
-    host.install_connector(layout, "1.5.3829.0", "1.5.3829.1");
-    let cert = trust_cert(300);
     // Before 1.5.3829.0 most connectors kept the certificate in Network Service's store.
-    let thumbprint = host.register_trust_cert(layout, &cert.cert_der, true);
+    let (host, cert, thumbprint) = seeded_host(root.path(), &tools, layout, true);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = listener.local_addr().expect("addr").to_string();
     host.write(
@@ -165,11 +177,8 @@ async fn a_current_host_is_healthy_on_the_defaults_and_each_fault_shows() {
         return;
     };
     let root = tempfile::tempdir().expect("tempdir");
-    let host = WineHost::new(root.path(), &tools);
     let layout = Layout::PrivateNetwork;
-    host.install_connector(layout, "1.5.3829.0", "1.5.3829.1");
-    let cert = trust_cert(300);
-    let thumbprint = host.register_trust_cert(layout, &cert.cert_der, false);
+    let (host, cert, thumbprint) = seeded_host(root.path(), &tools, layout, false);
 
     let pki = Pki::init(root.path());
     let agg = Aggregator::start(

@@ -265,38 +265,10 @@ pub(crate) mod tests {
     /// A rustls server on loopback that completes handshakes with `cert` (and its CA).
     async fn tls_server(ca: &CertAuthority, cert: &IssuedCert) -> SocketAddr {
         let mut ca_pem = ca.cert_pem().as_bytes();
-        let mut chain = vec![rustls::pki_types::CertificateDer::from(
-            cert.cert_der.clone(),
-        )];
-        chain.extend(rustls_pemfile::certs(&mut ca_pem).map(|c| c.expect("ca pem")));
-        let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
-            .expect("key pem")
-            .expect("a key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(stream) = acceptor.accept(sock).await {
-                        // Hold the connection open until the client goes away.
-                        let mut stream = stream;
-                        let mut buf = [0u8; 16];
-                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    }
-                });
-            }
-        });
-        addr
+        let rest: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem)
+            .map(|c| c.expect("ca pem").to_vec())
+            .collect();
+        crate::probe::tls::test_server::serve(cert, &rest).await
     }
 
     fn tls_probe(address: String, roots: &[&CertAuthority], timeout_ms: u64) -> EndpointProbe {

@@ -426,10 +426,10 @@ pub fn describe(der: &[u8]) -> PresentedCertificate {
 
 #[cfg(test)]
 mod tests {
+    use super::test_server::serve;
     use super::*;
     use connwatch_shared::pki::{CertAuthority, IssuedCert, LeafSpec};
     use std::net::SocketAddr;
-    use tokio::net::TcpListener;
 
     const ROOT: &str = "connwatch test cloud root";
     const ISSUING: &str = "connwatch test cloud issuing CA 01";
@@ -478,41 +478,6 @@ mod tests {
             &["127.0.0.1".parse().expect("ip")],
         ))
         .expect("issue")
-    }
-
-    /// A rustls server on loopback presenting `leaf` and then `rest` (DER), as given.
-    async fn serve(leaf: &IssuedCert, rest: &[Vec<u8>]) -> SocketAddr {
-        let chain = std::iter::once(&leaf.cert_der)
-            .chain(rest)
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect();
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .expect("key pem")
-            .expect("a key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut stream) = acceptor.accept(sock).await {
-                        // Hold the connection open until the client goes away.
-                        let mut buf = [0u8; 16];
-                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    }
-                });
-            }
-        });
-        addr
     }
 
     async fn shake(addr: SocketAddr, name: &str, roots: Roots<'_>, expected: &[&str]) -> TlsResult {
@@ -649,5 +614,51 @@ mod tests {
         assert!(!tls.issuer_checked && !tls.issuer_expected);
         assert_eq!(tls.error, "");
         assert_eq!(tls.chain.len(), 2);
+    }
+}
+
+/// A TLS server for the probes' tests.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use connwatch_shared::pki::IssuedCert;
+    use rustls::pki_types::CertificateDer;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    /// A rustls server on loopback presenting `leaf` and then `rest` (DER), as given;
+    /// it completes handshakes and holds each connection until the client goes.
+    pub(crate) async fn serve(leaf: &IssuedCert, rest: &[Vec<u8>]) -> SocketAddr {
+        let chain = std::iter::once(&leaf.cert_der)
+            .chain(rest)
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+            .expect("key pem")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut stream) = acceptor.accept(sock).await {
+                        // Hold the connection open until the client goes away.
+                        let mut buf = [0u8; 16];
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    }
+                });
+            }
+        });
+        addr
     }
 }
