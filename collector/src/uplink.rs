@@ -26,6 +26,11 @@ use tonic::transport::{Channel, Endpoint};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long connecting (TCP, TLS, HTTP/2) and opening the report stream may take. A
+/// peer that accepts TCP and then says nothing (a stopped aggregator, something else
+/// on the port, a middlebox) would otherwise hold the uplink forever while the spool
+/// fills; past this the attempt is abandoned, logged, and retried with backoff.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a connected uplink looks for renewed certificate files.
 pub const RENEWAL_CHECK: Duration = Duration::from_secs(5);
 
@@ -107,17 +112,25 @@ async fn session(
     spool: &Arc<Spool>,
     stop: &CancellationToken,
 ) -> anyhow::Result<u64> {
-    let channel = tokio::select! {
-        c = connect(config, tls) => c?,
+    let (tx, rx) = mpsc::channel::<Report>(64);
+    let open = async {
+        let channel = connect(config, tls).await?;
+        IngestClient::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await
+            .context("the aggregator refused the report stream")
+    };
+    let response = tokio::select! {
+        opened = tokio::time::timeout(CONNECT_DEADLINE, open) => match opened {
+            Ok(response) => response?,
+            Err(_) => anyhow::bail!(
+                "no answer from the aggregator at {} within {CONNECT_DEADLINE:?}: the port accepts connections but the TLS handshake or the report stream never completed (is something else listening there, or is the aggregator stopped?)",
+                config.address
+            ),
+        },
         _ = stop.cancelled() => return Ok(0),
     };
-    let mut client = IngestClient::new(channel);
-    let (tx, rx) = mpsc::channel::<Report>(64);
     let mut newest = spool.subscribe();
-    let response = client
-        .stream(ReceiverStream::new(rx))
-        .await
-        .context("the aggregator refused the report stream")?;
     let mut acks = response.into_inner();
     tracing::info!(address = %config.address, pending = spool.len(), "uplink connected");
     let mut sent = 0u64;

@@ -1,0 +1,56 @@
+//! No peer can hold a collector forever: a port that accepts TCP and never finishes
+//! TLS (something else listening, a stopped process) costs the uplink one connect
+//! deadline, after which it retries, and it delivers as soon as a real aggregator has
+//! the port again.
+
+use connwatch_tests::{Aggregator, Collector, Pki, eventually, stored};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_recovers_when_a_real_aggregator_takes_the_port_from_a_black_hole() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let mut agg = Aggregator::start(root.path(), &pki, "");
+    let addr = agg.url().trim_start_matches("https://").to_string();
+    agg.kill();
+
+    // The black hole: accepts, holds every connection open, and never says a word.
+    let hole = TcpListener::bind(&addr).expect("bind the aggregator's port");
+    let (accepted_tx, accepted) = mpsc::channel();
+    let (close_tx, close) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        hole.set_nonblocking(true).expect("nonblocking");
+        let mut held = Vec::new();
+        while close.try_recv().is_err() {
+            match hole.accept() {
+                Ok((sock, _)) => {
+                    held.push(sock);
+                    let _ = accepted_tx.send(());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        // The listener closes; the held connections stay open and silent, as a hung
+        // peer's would.
+        held
+    });
+
+    let tls = pki.collector("wedge-me");
+    let _collector = Collector::start(root.path(), &agg, &tls, "");
+    accepted
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the collector connects to the black hole");
+    let _ = close_tx.send(());
+    let _held = holder.join().expect("holder thread");
+
+    agg.restart();
+    let delivered = eventually(
+        Duration::from_secs(40),
+        "reports from the collector that was stuck in a handshake",
+        || async { Some(stored(&agg, &pki, "wedge-me")).filter(|s| !s.is_empty()) },
+    )
+    .await;
+    assert!(!delivered.is_empty());
+}
