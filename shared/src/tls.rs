@@ -116,7 +116,7 @@ impl TlsFiles {
         );
         if let Some(path) = crl {
             verifier = verifier
-                .with_crls(revocation_lists(path)?)
+                .with_crls(revocation_lists(path, &self.ca, &material.ca_pem)?)
                 // The CA itself is the trust anchor; only leaves can be revoked.
                 .only_check_end_entity_revocation()
                 // A list names what one CA revoked; certificates of another CA in the
@@ -164,9 +164,13 @@ impl TlsFiles {
 
 const FIX_CRL: &str = "write it with `connwatch-aggregator ca revoke`, or remove `crl` from [tls]";
 
-/// The CRLs in a PEM file; at least one.
+/// The CRLs in a PEM file; at least one, each issued and signed by a CA in `ca_pem`.
+/// rustls would take a list of another CA and simply never find a certificate on it,
+/// which turns revocation off without a word; so a list is checked when it loads.
 fn revocation_lists(
     path: &Path,
+    ca_path: &Path,
+    ca_pem: &[u8],
 ) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
     let pem = read(path)?;
     let crls = rustls_pemfile::crls(&mut pem.as_slice())
@@ -179,7 +183,53 @@ fn revocation_lists(
             fix: FIX_CRL,
         });
     }
+    let cas: Vec<_> = rustls_pemfile::certs(&mut &ca_pem[..])
+        .filter_map(Result::ok)
+        .collect();
+    for crl in &crls {
+        check_issuer(crl, &cas).map_err(|error| TlsError::Invalid {
+            path: path.to_path_buf(),
+            error: format!("{error} (the CA file is {})", ca_path.display()),
+            fix: FIX_CRL_ISSUER,
+        })?;
+    }
     Ok(crls)
+}
+
+const FIX_CRL_ISSUER: &str = "a revocation list from another CA would refuse nothing; write this CA's list with `connwatch-aggregator ca revoke --dir <the CA's folder>`, or remove `crl` from [tls]";
+
+/// Whether `crl` names one of `cas` as its issuer and carries that CA's signature.
+fn check_issuer(
+    crl: &rustls::pki_types::CertificateRevocationListDer<'_>,
+    cas: &[rustls::pki_types::CertificateDer<'_>],
+) -> Result<(), String> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer, X509Certificate};
+    let (_, list) = CertificateRevocationList::from_der(crl.as_ref())
+        .map_err(|e| format!("a revocation list cannot be read: {e}"))?;
+    let mut named = false;
+    for der in cas {
+        let Ok((_, ca)) = X509Certificate::from_der(der.as_ref()) else {
+            continue;
+        };
+        if ca.subject().as_raw() != list.issuer().as_raw() {
+            continue;
+        }
+        named = true;
+        if list.verify_signature(ca.public_key()).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(if named {
+        format!(
+            "the revocation list of `{}` does not carry that CA's signature",
+            list.issuer()
+        )
+    } else {
+        format!(
+            "the revocation list was issued by `{}`, which is not a CA of this aggregator",
+            list.issuer()
+        )
+    })
 }
 
 fn invalid(path: &Path, error: impl std::fmt::Display, fix: &'static str) -> TlsError {
@@ -280,5 +330,52 @@ mod tests {
         };
         let err = bad_ca.server_config(None).expect_err("no CA");
         assert!(err.to_string().contains("bad-ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_revocation_list_of_another_ca_is_refused_when_it_loads() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertAuthority::generate("test CA").expect("ca");
+        ca.save(dir.path(), false).expect("save");
+        ca.issue(&LeafSpec::server(&["localhost".into()], &[]))
+            .expect("issue")
+            .write(dir.path(), "server", false)
+            .expect("write");
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+        };
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        let ours = dir.path().join("crl.pem");
+        std::fs::write(&ours, ca.revocation_list(&[], week).expect("crl")).expect("write");
+        files
+            .server_config(Some(&ours))
+            .expect("this CA's list loads");
+
+        // Another CA, and another CA that copies this one's name: both refused.
+        for (stem, other) in [
+            (
+                "foreign",
+                CertAuthority::generate("some other CA").expect("ca"),
+            ),
+            ("forged", CertAuthority::generate("test CA").expect("ca")),
+        ] {
+            let list = dir.path().join(format!("{stem}.pem"));
+            std::fs::write(&list, other.revocation_list(&[], week).expect("crl")).expect("write");
+            let err = files
+                .server_config(Some(&list))
+                .expect_err(stem)
+                .to_string();
+            assert!(err.contains(&format!("{stem}.pem")), "{err}");
+            assert!(err.contains("ca revoke"), "{err}");
+            let said = if stem == "foreign" {
+                "not a CA of this aggregator"
+            } else {
+                "does not carry that CA's signature"
+            };
+            assert!(err.contains(said), "{stem}: {err}");
+        }
     }
 }
