@@ -646,8 +646,12 @@ fn backend_findings(f: &mut Findings, r: &Report, observed: i64) {
     }
 }
 
+/// A proxy address as compared: WinHTTP prints `host:port` where an `.exe.config`
+/// writes `http://host:port/`, and both mean the same proxy.
 fn normalise_proxy(p: &str) -> String {
-    p.trim().trim_end_matches('/').to_ascii_lowercase()
+    let p = p.trim().to_ascii_lowercase();
+    let p = p.strip_prefix("http://").unwrap_or(&p);
+    p.trim_end_matches('/').to_string()
 }
 
 /// The proxy a service's traffic really takes: its own `defaultProxy`, or the system

@@ -206,10 +206,12 @@ pub fn last_error(log: &str) -> Option<String> {
 }
 
 /// The `eventcreate` command that writes `message` to the Application event log as an
-/// error of source `connwatch-collector` (it registers the source on first use), where
-/// an operator looks when a service will not start. eventcreate takes at most about
-/// 32 KB of text.
-pub fn event_log_command(message: &str) -> Vec<String> {
+/// event of source `connwatch-collector` and type `kind` (`ERROR`, `INFORMATION`),
+/// where an operator looks when a service will not start. eventcreate registers the
+/// source on first use, which takes an administrator: `service install` writes the
+/// first event, so the service's account can write later ones. eventcreate takes at
+/// most about 32 KB of text.
+pub fn event_log_command(kind: &str, message: &str) -> Vec<String> {
     let mut text: String = message.chars().take(30_000).collect();
     // A quote would end eventcreate's argument early once the command line is built.
     text = text.replace('"', "'");
@@ -218,7 +220,7 @@ pub fn event_log_command(message: &str) -> Vec<String> {
         "/L",
         "APPLICATION",
         "/T",
-        "ERROR",
+        kind,
         "/SO",
         SERVICE_NAME,
         "/ID",
@@ -540,7 +542,7 @@ mod tests {
 
     #[test]
     fn event_log_messages_are_bounded_and_unquoted() {
-        let argv = event_log_command(&format!("bad \"key\" {}", "x".repeat(40_000)));
+        let argv = event_log_command("ERROR", &format!("bad \"key\" {}", "x".repeat(40_000)));
         let text = argv.last().expect("message");
         assert!(text.starts_with("bad 'key' "));
         assert_eq!(text.chars().count(), 30_000);

@@ -19,11 +19,11 @@ pub enum LogFormat {
 /// Installs the global subscriber, writing to stderr. `level` is an `EnvFilter`
 /// directive such as `info` or `connwatch_aggregator=debug`; without one, `RUST_LOG`
 /// decides, and without that, `info`. Colour only on a terminal (and not with
-/// `NO_COLOR`); under systemd (`JOURNAL_STREAM` set) each text line starts with its
+/// `NO_COLOR`); under systemd (stderr is the stream `JOURNAL_STREAM` names) each text line starts with its
 /// syslog priority (`<3>` for errors ... `<7>` for debug), which journald reads as the
 /// entry's priority, so `journalctl -p warning` works and no escape codes are stored.
 pub fn init(format: LogFormat, level: Option<&str>) {
-    let style = if std::env::var_os("JOURNAL_STREAM").is_some() {
+    let style = if stderr_is_journal() {
         Style::Journald
     } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         Style::Colour
@@ -31,6 +31,33 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         Style::Plain
     };
     install(format, level, std::io::stderr, style);
+}
+
+/// Whether stderr is journald's stream: `JOURNAL_STREAM` names its device and inode
+/// (the variable alone is inherited by shells and children that write elsewhere).
+fn stderr_is_journal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Some((dev, ino)) = stream.to_str().and_then(|v| v.split_once(':')) else {
+            return false;
+        };
+        let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let Ok(meta) = std::fs::File::from(fd).metadata() else {
+            return false;
+        };
+        dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }
 
 /// As [`init`], writing to `writer` (a Windows service has no console, so it logs to a

@@ -385,6 +385,12 @@ fn the_service_installs_runs_stops_and_fails_loudly() {
         "LocalSystem",
     ]);
     assert!(wine::succeeded(&installed), "install: {}", text(&installed));
+    let events = std::fs::read_to_string(host.c_drive("connwatch-test\\eventcreate.log"))
+        .expect("install registers the event source through eventcreate");
+    assert!(
+        events.contains("/T INFORMATION /SO connwatch-collector"),
+        "{events}"
+    );
     assert_eq!(state(), "STOPPED");
 
     let started = service(&["start"]);

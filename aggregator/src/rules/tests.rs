@@ -375,6 +375,19 @@ fn connector_rules_table() {
             vec![],
         ),
         (
+            "a named proxy and WinHTTP's spelling of the same one",
+            Box::new(|r| {
+                r.proxy = Some(ProxySettings {
+                    connector_proxy: "http://proxyserver:8080".into(),
+                    updater_uses_default: true,
+                    system_proxy: "proxyserver:8080".into(),
+                    ..Default::default()
+                })
+            }),
+            NOW,
+            vec![],
+        ),
+        (
             "a default whose system proxy is unknown is no mismatch",
             Box::new(|r| {
                 r.proxy = Some(ProxySettings {

@@ -60,7 +60,16 @@ pub fn install(plan: &InstallPlan) -> anyhow::Result<()> {
         },
         configure,
         |service| service.delete().context("cannot delete the service"),
-    )
+    )?;
+    // Registers the event source while this runs as an administrator; the service's
+    // own account may write events of a registered source, not register one.
+    write_event(
+        "INFORMATION",
+        &format!(
+            "{SERVICE_NAME} installed; errors that stop it are logged here and in collector.log"
+        ),
+    );
+    Ok(())
 }
 
 /// Sets what `install` sets beyond the command line: the description, and restart by
@@ -248,7 +257,12 @@ fn service_main(_arguments: Vec<OsString>) {
 
 /// Writes the error to the Application event log too, where operators look first.
 fn report_to_event_log(message: &str) {
-    let argv = crate::service::event_log_command(&format!("{SERVICE_NAME}: {message}"));
+    write_event("ERROR", &format!("{SERVICE_NAME}: {message}"));
+}
+
+/// Writes one Application event of source `connwatch-collector`.
+fn write_event(kind: &str, message: &str) {
+    let argv = crate::service::event_log_command(kind, message);
     let written = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())

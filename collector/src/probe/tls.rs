@@ -348,6 +348,15 @@ pub async fn handshake(
     result.chain_verified = seen.judgement.as_ref().map(|j| j.verified);
     let judgement = seen.judgement.unwrap_or_default();
     result.issuer_expected = judgement.issuer_expected;
+    if outcome.is_err() {
+        // A chain is only vouched for by a server that then proves it holds the key:
+        // a device replaying the genuine chain fails the handshake. A failed handshake
+        // keeps a chain that did not verify as such, and claims nothing else.
+        if result.chain_verified == Some(true) {
+            result.chain_verified = None;
+        }
+        result.issuer_expected = false;
+    }
     match outcome {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();

@@ -56,14 +56,17 @@ pub fn parse_answer(head: &[u8]) -> Result<Answer, String> {
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (100..600).contains(c))
         .ok_or_else(not_http)?;
+    // Clipped: they travel in the report, whose strings the aggregator bounds, and a
+    // proxy's answer must never make a report too big to be taken.
     let challenges = lines
         .filter_map(|l| l.split_once(':'))
         .filter(|(name, _)| name.trim().eq_ignore_ascii_case("proxy-authenticate"))
-        .map(|(_, value)| value.trim().to_string())
+        .map(|(_, value)| crate::platform::parse::clip(value.trim(), 100).to_string())
+        .take(4)
         .collect();
     Ok(Answer {
         status,
-        status_line: status_line.to_string(),
+        status_line: crate::platform::parse::clip(status_line, 200).to_string(),
         challenges,
     })
 }
@@ -207,6 +210,23 @@ pub async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_answer_is_clipped_to_fit_a_report() {
+        let head = format!(
+            "HTTP/1.1 403 {}\r\nProxy-Authenticate: Basic realm=\"{}\"\r\n\r\n",
+            "x".repeat(8000),
+            "y".repeat(8000)
+        );
+        let answer = parse_answer(head.as_bytes()).expect("an answer");
+        assert_eq!(answer.status, 403);
+        assert!(
+            answer.status_line.len() <= 204,
+            "{}",
+            answer.status_line.len()
+        );
+        assert!(answer.challenges.iter().all(|c| c.len() <= 104));
+    }
 
     #[test]
     fn answers_are_parsed_for_status_and_challenges() {
