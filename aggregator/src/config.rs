@@ -90,6 +90,7 @@ with_thresholds! {
     struct RawRules {
         retire_after: Option<String>,
         max_clock_skew: Option<String>,
+        startup_grace: Option<String>,
     }
 }
 
@@ -294,6 +295,47 @@ pub struct RulesConfig {
     pub max_clock_skew: Duration,
     /// Groups the operators declared, with their thresholds.
     pub groups: Vec<GroupConfig>,
+    /// The aggregator's own start: its downtime and the grace after it.
+    pub startup: Startup,
+}
+
+/// What the rules know of the aggregator's own start. A collector cannot report while
+/// the aggregator is down, and reconnects with a backoff after it is up again: that
+/// time is no connector's silence, so it is not counted towards `inactive` or
+/// retirement, and until the grace has passed a member that has not reported yet does
+/// not count against its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Startup {
+    /// The last time the aggregator is known to have received a report before this
+    /// start (ms since the Unix epoch): the newest `last_seen` in the store it opened.
+    pub stopped_ms: i64,
+    /// When this aggregator started (ms since the Unix epoch); 0 outside a server.
+    pub started_ms: i64,
+    /// How long after the start absence means "no report yet" rather than "silent".
+    pub grace: Duration,
+}
+
+impl Startup {
+    /// The grace unless configured: a collector's reconnect delay is capped at 30 s
+    /// (with full jitter) and it reports every 30 s by default, so a collector whose
+    /// spool was empty when the aggregator came back needs up to one of each.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+    /// When the grace ends (ms since the Unix epoch).
+    pub fn grace_end_ms(&self) -> i64 {
+        self.started_ms
+            .saturating_add(i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+impl Default for Startup {
+    fn default() -> Self {
+        Startup {
+            stopped_ms: 0,
+            started_ms: 0,
+            grace: Startup::DEFAULT_GRACE,
+        }
+    }
 }
 
 /// A declared connector group.
@@ -327,6 +369,7 @@ impl Default for RulesConfig {
             retire_after: Duration::from_secs(10 * 86_400),
             max_clock_skew: Duration::from_secs(300),
             groups: Vec::new(),
+            startup: Startup::default(),
         }
     }
 }
@@ -372,6 +415,29 @@ fn thresholds(
         ));
     }
     Ok(t)
+}
+
+/// Parses `rules.startup_grace`: zero is allowed (count absence from the first
+/// moment), an hour or more is not.
+fn startup_grace(file: &Path, text: &str) -> Result<Duration, ConfigError> {
+    let key = "rules.startup_grace";
+    let d = connwatch_shared::time::parse_duration(text).map_err(|e| {
+        invalid(
+            file,
+            key,
+            e,
+            "write it like `60s` (a collector's longest reconnect delay plus its interval), or `0s` for none",
+        )
+    })?;
+    if d >= Duration::from_secs(3600) {
+        return Err(invalid(
+            file,
+            key,
+            "is an hour or longer",
+            "collectors reconnect within 30 s and report every interval: keep it to about a minute, a few at most",
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses `store.commit_interval`: zero is allowed (no waiting), over a second is not.
@@ -471,6 +537,13 @@ impl Config {
             },
             defaults: base,
             groups: Vec::new(),
+            startup: Startup {
+                grace: match &r.startup_grace {
+                    Some(t) => startup_grace(file, t)?,
+                    None => Startup::DEFAULT_GRACE,
+                },
+                ..Startup::default()
+            },
         };
         if rules.retire_after <= rules.defaults.inactive_after {
             return Err(invalid(
@@ -806,6 +879,8 @@ mod tests {
                 "group[1].name",
             ),
             ("[store]\nmax_batch = 0", "store.max_batch"),
+            ("[rules]\nstartup_grace = \"2h\"", "rules.startup_grace"),
+            ("[rules]\nstartup_grace = \"soon\"", "rules.startup_grace"),
             ("[store]\nretention = \"5d\"", "store.retention"),
             ("[store]\ncommit_interval = \"2s\"", "store.commit_interval"),
             (

@@ -66,6 +66,9 @@ pub fn remediation(code: Code) -> &'static str {
         Code::GroupMixedVersions => {
             "Members of this group run different connector versions. Usually an updater is stopped on the older ones; check their updater services."
         }
+        Code::GroupEmpty => {
+            "No connector of this group has reported to this aggregator, or all its members retired. Install and register a connector in the group and start its collector, or remove the group from the aggregator's config if it is no longer used."
+        }
         Code::UnassignedConnector => {
             "The connector reports a group the aggregator does not declare. Fix the group name in the collector's config, or declare the group in the aggregator's config."
         }

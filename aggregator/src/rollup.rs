@@ -82,9 +82,9 @@ impl Prepared {
 #[derive(Debug)]
 struct Member {
     /// Its version, if it was active when it joined: counted in its group's
-    /// `active_versions`. It stops being active at `active_until + 1`, the earliest
-    /// time [`rules::valid_until`] names while it is, so it is taken out and put back
-    /// uncounted before any refresh at or after that time computes a context.
+    /// `active_versions`. The time it stops being active is one [`rules::valid_until`]
+    /// names while it is, so it is taken out and put back uncounted before any refresh
+    /// at or after that time computes a context.
     counted: Option<Version>,
     /// What it added to the group's facts, once evaluated.
     contribution: Option<Contribution>,
@@ -188,7 +188,16 @@ impl Rollup {
 
     /// The earliest time at which the evaluation changes by the clock alone.
     pub fn next_change(&self) -> i64 {
-        self.expiry.first().map_or(i64::MAX, |(at, _)| *at)
+        let connectors = self.expiry.first().map_or(i64::MAX, |(at, _)| *at);
+        match self.grace_end() {
+            Some(end) if end > self.now_ms => connectors.min(end),
+            _ => connectors,
+        }
+    }
+
+    /// When the start-up grace ends, which changes how groups are judged.
+    fn grace_end(&self) -> Option<i64> {
+        self.rules.as_ref().map(|r| r.startup.grace_end_ms())
     }
 
     /// Each group's context as it stands, for [`Prepared::new`].
@@ -224,6 +233,10 @@ impl Rollup {
             };
         }
         let now_ms = now_ms.max(self.now_ms);
+        // Groups are judged differently once the start-up grace is over.
+        let grace_ended = self
+            .grace_end()
+            .is_some_and(|end| self.now_ms < end && end <= now_ms);
         self.now_ms = now_ms;
         let mut due: BTreeSet<String> = self.dirty.drain().collect();
         while let Some((at, _)) = self.expiry.first() {
@@ -234,11 +247,14 @@ impl Rollup {
                 due.insert(id);
             }
         }
-        if due.is_empty() && !rebuild {
+        if due.is_empty() && !rebuild && !grace_ended {
             return;
         }
         self.generation += 1;
         let mut touched = self.update_members(&due, fleet, now_ms, cfg);
+        if grace_ended {
+            touched.extend(self.groups.keys().cloned());
+        }
         if rebuild {
             // Declared groups are listed even before any member reports.
             touched.extend(cfg.groups.iter().map(|g| g.name.clone()));
@@ -294,11 +310,8 @@ impl Rollup {
             if rules::is_retired(entry, now_ms, cfg) {
                 continue;
             }
-            let inactive_after = cfg.for_group(&entry.group).inactive_after;
-            let active_until = entry
-                .last_seen_ms
-                .saturating_add(i64::try_from(inactive_after.as_millis()).unwrap_or(i64::MAX));
-            let counted = rules::connector_version(entry).filter(|_| now_ms <= active_until);
+            let counted =
+                rules::connector_version(entry).filter(|_| rules::is_active(entry, now_ms, cfg));
             let g = self.groups.entry(entry.group.clone()).or_default();
             if let Some(v) = &counted {
                 g.count(v);

@@ -87,14 +87,49 @@ pub fn finding_order(a: &Finding, b: &Finding) -> std::cmp::Ordering {
         .then(a.subject.cmp(&b.subject))
 }
 
-/// Whether a connector is retired: inactive for `retire_after`.
-pub fn is_retired(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> bool {
-    now_ms - entry.last_seen_ms > ms(cfg.retire_after)
+/// How a connector's silence is counted: `(origin, floor)` such that at `now` it has
+/// been silent for `max(now, floor) - origin`. A connector that has reported since the
+/// aggregator started is silent since its last report. For one last seen before, the
+/// aggregator's downtime and the start-up grace are left out: it was silent from its
+/// last report to the aggregator's last known report, and is silent again once the
+/// grace has passed without a report from it (its silence stands still until then).
+fn silence_clock(entry: &StoredConnector, cfg: &RulesConfig) -> (i64, i64) {
+    let s = &cfg.startup;
+    if entry.last_seen_ms >= s.started_ms {
+        return (entry.last_seen_ms, i64::MIN);
+    }
+    let resumed = s.grace_end_ms();
+    let before = s.stopped_ms.saturating_sub(entry.last_seen_ms).max(0);
+    (resumed.saturating_sub(before), resumed)
 }
 
-/// Whether a connector reported within its group's `inactive_after`.
+/// How long a connector has been silent at `now_ms`, not counting the aggregator's
+/// own downtime and start-up grace.
+pub fn silence_ms(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i64 {
+    let (origin, floor) = silence_clock(entry, cfg);
+    now_ms.max(floor).saturating_sub(origin)
+}
+
+/// The first time at which a connector's silence exceeds `limit`; `i64::MIN` when it
+/// always has.
+fn silent_beyond_from(
+    entry: &StoredConnector,
+    cfg: &RulesConfig,
+    limit: std::time::Duration,
+) -> i64 {
+    let (origin, floor) = silence_clock(entry, cfg);
+    let from = origin.saturating_add(ms(limit)).saturating_add(1);
+    if floor >= from { i64::MIN } else { from }
+}
+
+/// Whether a connector is retired: silent for longer than `retire_after`.
+pub fn is_retired(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> bool {
+    silence_ms(entry, now_ms, cfg) > ms(cfg.retire_after)
+}
+
+/// Whether a connector has been silent for no longer than its group's `inactive_after`.
 pub fn is_active(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> bool {
-    now_ms - entry.last_seen_ms <= ms(cfg.for_group(&entry.group).inactive_after)
+    silence_ms(entry, now_ms, cfg) <= ms(cfg.for_group(&entry.group).inactive_after)
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -189,7 +224,7 @@ pub fn evaluate_connector(
     ctx: &GroupContext,
 ) -> ConnectorEval {
     let t = cfg.for_group(&entry.group);
-    let silent_ms = now_ms - entry.last_seen_ms;
+    let silent_ms = silence_ms(entry, now_ms, cfg);
     let active = is_active(entry, now_ms, cfg);
     let mut f = Findings::new(id, Scope::Connector);
     let observed = entry
@@ -197,17 +232,28 @@ pub fn evaluate_connector(
         .as_ref()
         .map_or(entry.last_seen_ms, |r| r.collected_at_ms);
     if !active {
+        let mut evidence = vec![
+            ("last_seen".into(), rfc3339(entry.last_seen_ms)),
+            (
+                "inactive_after".into(),
+                humantime::format_duration(t.inactive_after).to_string(),
+            ),
+        ];
+        if entry.last_seen_ms < cfg.startup.started_ms {
+            evidence.push((
+                "not_counted".into(),
+                format!(
+                    "{} to {}: the aggregator was down or starting",
+                    rfc3339(cfg.startup.stopped_ms.max(entry.last_seen_ms)),
+                    rfc3339(cfg.startup.grace_end_ms())
+                ),
+            ));
+        }
         f.push(
             Code::Inactive,
             Severity::Warning,
             format!("no report for {}", compact_ms(silent_ms)),
-            vec![
-                ("last_seen".into(), rfc3339(entry.last_seen_ms)),
-                (
-                    "inactive_after".into(),
-                    humantime::format_duration(t.inactive_after).to_string(),
-                ),
-            ],
+            evidence,
             now_ms,
         );
     }
@@ -260,19 +306,15 @@ pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i
             next = next.min(at);
         }
     };
-    let inactive_from = entry
-        .last_seen_ms
-        .saturating_add(ms(t.inactive_after))
-        .saturating_add(1);
+    let inactive_from = silent_beyond_from(entry, cfg, t.inactive_after);
     after(inactive_from);
-    after(
-        entry
-            .last_seen_ms
-            .saturating_add(ms(cfg.retire_after))
-            .saturating_add(1),
-    );
-    if now_ms >= inactive_from {
-        let silent = now_ms - entry.last_seen_ms;
+    after(silent_beyond_from(entry, cfg, cfg.retire_after));
+    let (_, floor) = silence_clock(entry, cfg);
+    // Until the grace has passed, a connector last seen before the start is not
+    // getting any more silent; from then on its silence grows.
+    after(floor);
+    if now_ms >= inactive_from && now_ms >= floor {
+        let silent = silence_ms(entry, now_ms, cfg);
         after(now_ms + text_unit(silent) - silent.rem_euclid(text_unit(silent)));
     }
     let certs = entry.latest.iter().flat_map(|r| r.trust_certs.iter());
@@ -949,7 +991,20 @@ pub fn evaluate_group_facts(
         ("healthy".into(), healthy.to_string()),
         ("min_healthy".into(), min.to_string()),
     ];
-    if healthy == 0 {
+    // During the start-up grace a member that has not reported yet may still be
+    // reconnecting, so too few healthy members is a finding only where a member that
+    // did report is unhealthy.
+    let starting = now_ms < cfg.startup.grace_end_ms();
+    if total == 0 {
+        // Never seen (or all retired): nothing is known to be down.
+        f.push(
+            Code::GroupEmpty,
+            Severity::Info,
+            "no member has reported".into(),
+            evidence,
+            now_ms,
+        );
+    } else if healthy == 0 {
         f.push(
             Code::GroupDown,
             Severity::Critical,
@@ -957,7 +1012,7 @@ pub fn evaluate_group_facts(
             evidence,
             now_ms,
         );
-    } else if healthy < min {
+    } else if healthy < min && !(starting && healthy == total) {
         f.push(
             Code::GroupNoRedundancy,
             Severity::Warning,

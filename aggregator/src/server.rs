@@ -94,12 +94,21 @@ pub async fn serve(
         .connectors()
         .context("cannot load the connector registry")?;
     let loaded = connectors.len();
+    let mut rules = config.rules.clone();
+    // The aggregator's downtime is nobody's silence: the newest report it stored is
+    // the last moment it is known to have been listening.
+    rules.startup.stopped_ms = connectors
+        .iter()
+        .map(|(_, c)| c.last_seen_ms)
+        .max()
+        .unwrap_or(0);
+    rules.startup.started_ms = connwatch_shared::time::now_ms();
     let fleet = SharedFleet::new(Fleet {
         connectors: connectors.into_iter().collect(),
     });
 
     let metrics = Metrics::default();
-    let rules = Arc::new(config.rules.clone());
+    let rules = Arc::new(rules);
     // Evaluate the loaded fleet once now, so the first query does not pay for it.
     let evaluated = Instant::now();
     fleet.evaluated(connwatch_shared::time::now_ms(), &rules, |_, _| ());

@@ -87,9 +87,15 @@ impl Scope {
 }
 
 /// The catalogue of findings. Codes are stable: scripts and alert routes match on them.
+///
+/// Declared in the order findings of one severity are listed in (the derived `Ord`):
+/// a group being down comes first, since it is what an operator acts on before any
+/// member's finding; [`Code::ALL`] is the catalogue's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
+    /// No active, healthy connector in a group that has members.
+    GroupDown,
     /// No report for longer than `inactive_after`.
     Inactive,
     /// Inactive for `retire_after`: out of the live views, history kept.
@@ -128,21 +134,21 @@ pub enum Code {
     KnownErrorLogged,
     /// A probe could not run.
     ProbeFailed,
-    /// No active, healthy connector in the group.
-    GroupDown,
     /// Fewer than the minimum number of healthy connectors in the group.
     GroupNoRedundancy,
     /// Members of a group disagree on which endpoints they can reach.
     GroupSplitReachability,
     /// Members of a group run different connector versions.
     GroupMixedVersions,
+    /// A declared group has no live member: none has reported yet, or all retired.
+    GroupEmpty,
     /// A connector reports a group the aggregator does not know.
     UnassignedConnector,
 }
 
 impl Code {
     /// Every code, in catalogue order.
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::Inactive,
         Code::Retired,
         Code::ServiceNotRunning,
@@ -165,6 +171,7 @@ impl Code {
         Code::GroupNoRedundancy,
         Code::GroupSplitReachability,
         Code::GroupMixedVersions,
+        Code::GroupEmpty,
         Code::UnassignedConnector,
     ];
 
@@ -193,6 +200,7 @@ impl Code {
             Code::GroupNoRedundancy => "group-no-redundancy",
             Code::GroupSplitReachability => "group-split-reachability",
             Code::GroupMixedVersions => "group-mixed-versions",
+            Code::GroupEmpty => "group-empty",
             Code::UnassignedConnector => "unassigned-connector",
         }
     }
@@ -205,6 +213,7 @@ impl Code {
                 | Code::GroupNoRedundancy
                 | Code::GroupSplitReachability
                 | Code::GroupMixedVersions
+                | Code::GroupEmpty
         )
     }
 

@@ -188,10 +188,21 @@ fn configs() -> Vec<Arc<RulesConfig>> {
         },
         ..RulesConfig::default()
     };
+    // The aggregator started at +100 s, after a downtime from +40 s, with a minute's
+    // grace: reports before +100 s are those it loaded from its store.
+    let restarted = RulesConfig {
+        startup: crate::config::Startup {
+            stopped_ms: START + 40_000,
+            started_ms: START + 100_000,
+            grace: Duration::from_secs(60),
+        },
+        ..declared.clone()
+    };
     vec![
         Arc::new(RulesConfig::default()),
         Arc::new(declared),
         Arc::new(slow),
+        Arc::new(restarted),
     ]
 }
 

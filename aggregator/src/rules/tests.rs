@@ -523,10 +523,198 @@ fn group_rules_table() {
             .find(|g| g.name == "empty")
             .expect("declared group");
         assert_eq!(
-            empty.findings[0].code,
-            Code::GroupDown,
-            "a declared group with no members is down"
+            (empty.findings[0].code, empty.findings[0].severity),
+            (Code::GroupEmpty, Severity::Info),
+            "a declared group nobody reported for is empty, not down"
         );
+        assert_eq!(empty.health, Health::Healthy);
+    }
+}
+
+#[test]
+fn a_down_group_names_itself_as_its_worst_finding() {
+    let cfg = RulesConfig::default();
+    let mut r = healthy_report();
+    r.services[0].state = ServiceState::Stopped as i32;
+    let fleet = BTreeMap::from([("a".to_string(), entry(r, NOW))]);
+    let eval = evaluate(&fleet, NOW, &cfg);
+    assert_eq!(eval.groups[0].worst, Some(Code::GroupDown));
+    assert_eq!(eval.all_findings()[0].code, Code::GroupDown);
+}
+
+/// Rules of an aggregator that stopped at `NOW - 1h` and started at `NOW - 10 s`,
+/// with a minute's grace.
+fn restarted() -> RulesConfig {
+    RulesConfig {
+        startup: crate::config::Startup {
+            stopped_ms: NOW - 3_600_000,
+            started_ms: NOW - 10_000,
+            grace: std::time::Duration::from_secs(60),
+        },
+        ..RulesConfig::default()
+    }
+}
+
+#[test]
+fn the_aggregators_downtime_and_grace_are_nobodys_silence() {
+    let cfg = restarted();
+    let grace_end = NOW + 50_000;
+    let inactive_after = ms(cfg.defaults.inactive_after);
+    // (case, last seen, evaluated at, active, silence)
+    let cases = [
+        (
+            "reported until the stop, in the grace",
+            NOW - 3_600_000,
+            NOW,
+            true,
+            0,
+        ),
+        (
+            "reported until the stop, at the grace's end",
+            NOW - 3_600_000,
+            grace_end,
+            true,
+            0,
+        ),
+        (
+            "never back: inactive after the grace and inactive_after",
+            NOW - 3_600_000,
+            grace_end + inactive_after + 1,
+            false,
+            inactive_after + 1,
+        ),
+        (
+            "silent 80 s before the stop: the 10 s left run after the grace",
+            NOW - 3_680_000,
+            grace_end + 10_001,
+            false,
+            90_001,
+        ),
+        (
+            "already inactive before the stop stays inactive in the grace",
+            NOW - 3_700_000,
+            NOW,
+            false,
+            100_000,
+        ),
+        (
+            "reported since the start: counted as usual",
+            NOW - 5_000,
+            NOW,
+            true,
+            5_000,
+        ),
+        (
+            "reported since the start, then silent",
+            NOW - 5_000,
+            NOW - 5_000 + inactive_after + 1,
+            false,
+            inactive_after + 1,
+        ),
+    ];
+    for (name, seen, at, active, silence) in cases {
+        let e = entry(healthy_report(), seen);
+        assert_eq!(silence_ms(&e, at, &cfg), silence, "{name}");
+        assert_eq!(is_active(&e, at, &cfg), active, "{name}");
+        let eval = evaluate_connector("c1", &e, at, &cfg, &GroupContext::default());
+        assert_eq!(
+            eval.findings.iter().any(|f| f.code == Code::Inactive),
+            !active,
+            "{name}"
+        );
+        // The rollup re-evaluates when `valid_until` says: it must name the turn.
+        if active {
+            assert!(
+                valid_until(&e, at, &cfg) <= at.max(seen) + inactive_after + 60_001,
+                "{name}"
+            );
+        }
+    }
+    // Without a certificate, whose day count turns on its own clock.
+    let mut uncertified = healthy_report();
+    uncertified.trust_certs.clear();
+    let never_back = entry(uncertified, NOW - 3_600_000);
+    assert_eq!(valid_until(&never_back, NOW, &cfg), grace_end);
+    assert_eq!(
+        valid_until(&never_back, grace_end, &cfg),
+        grace_end + inactive_after + 1
+    );
+    let inactive = evaluate_connector(
+        "c1",
+        &never_back,
+        grace_end + inactive_after + 1,
+        &cfg,
+        &GroupContext::default(),
+    );
+    assert!(
+        inactive.findings[0]
+            .evidence
+            .iter()
+            .any(|(k, _)| k == "not_counted"),
+        "{:?}",
+        inactive.findings[0]
+    );
+    // Retirement counts the same silence: not at the start, long after it.
+    let retire = ms(cfg.retire_after);
+    let old = entry(healthy_report(), NOW - 3_600_000 - retire + 60_000);
+    assert!(!is_retired(&old, NOW, &cfg));
+    assert!(!is_retired(&old, grace_end + 60_000, &cfg));
+    assert!(is_retired(&old, grace_end + 60_001, &cfg));
+}
+
+#[test]
+fn in_the_grace_absent_members_do_not_count_against_their_group() {
+    let mut cfg = restarted();
+    cfg.startup.stopped_ms = 0;
+    cfg.groups.push(GroupConfig {
+        name: "eu".into(),
+        thresholds: Thresholds::default(),
+    });
+    let stopped = || {
+        let mut r = healthy_report();
+        r.services[0].state = ServiceState::Stopped as i32;
+        r
+    };
+    let grace_end = NOW + 50_000;
+    // (case, members reported since the start, evaluated at, group codes)
+    type Case = (&'static str, Vec<Report>, i64, Vec<Code>);
+    let cases: Vec<Case> = vec![
+        ("nobody yet", vec![], NOW, vec![Code::GroupEmpty]),
+        (
+            "nobody after the grace",
+            vec![],
+            grace_end,
+            vec![Code::GroupEmpty],
+        ),
+        ("one healthy so far", vec![healthy_report()], NOW, vec![]),
+        (
+            "one healthy after the grace",
+            vec![healthy_report()],
+            grace_end,
+            vec![Code::GroupNoRedundancy],
+        ),
+        (
+            "a member that reported is unhealthy",
+            vec![healthy_report(), stopped()],
+            NOW,
+            vec![Code::GroupNoRedundancy],
+        ),
+        (
+            "the one that reported is down",
+            vec![stopped()],
+            NOW,
+            vec![Code::GroupDown],
+        ),
+    ];
+    for (name, members, at, want) in cases {
+        let fleet: BTreeMap<String, StoredConnector> = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (format!("c{i}"), entry(r, NOW - 1_000)))
+            .collect();
+        let eval = evaluate(&fleet, at, &cfg);
+        let got: Vec<Code> = eval.groups[0].findings.iter().map(|f| f.code).collect();
+        assert_eq!(got, want, "{name}");
     }
 }
 
