@@ -1,13 +1,14 @@
 //! The aggregator's configuration: TOML read into raw serde structs and validated into
 //! [`Config`] before any port is bound. Relative paths follow the config file's folder.
 
-use crate::alert::engine::Policy;
+use crate::alert::engine::{CodePolicy, Policy};
 use crate::version::Version;
 use connwatch_shared::config::{self as cfg, ConfigError, invalid};
 use connwatch_shared::finding::{Code, Severity};
 use connwatch_shared::tls::TlsFiles;
 use hyper::Uri;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,17 +152,6 @@ struct RawMetrics {
     listen: Option<String>,
 }
 
-/// The codes that alert by default: the failures that stop a connector or a group.
-pub const DEFAULT_ALERT_CODES: [Code; 7] = [
-    Code::TrustCertExpiring,
-    Code::TrustCertExpired,
-    Code::Inactive,
-    Code::ServiceNotRunning,
-    Code::GroupDown,
-    Code::GroupNoRedundancy,
-    Code::TlsIntercepted,
-];
-
 /// Alerting: which findings alert, timing, and where notifications go.
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
@@ -182,12 +172,7 @@ pub struct AlertConfig {
 impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
-            policy: Policy {
-                codes: DEFAULT_ALERT_CODES.into_iter().collect(),
-                severities: [Severity::Warning, Severity::Critical].into(),
-                for_ms: 0,
-                repeat_ms: 4 * 3_600_000,
-            },
+            policy: crate::alert::defaults::default_policy(),
             evaluate_every: Duration::from_secs(30),
             log: true,
             external_url: "https://localhost:7443".into(),
@@ -680,55 +665,78 @@ fn alert_config(
         Some(t) => cfg::duration(file, key, t),
         None => Ok(d),
     };
-    let codes = match &raw.codes {
-        None => DEFAULT_ALERT_CODES.into_iter().collect(),
-        Some(list) => list
-            .iter()
-            .map(|c| {
-                Code::parse(c).ok_or_else(|| {
-                    invalid(
-                        file,
-                        "alert.codes",
-                        format!("`{c}` is not a finding code"),
-                        "use codes from the findings table in the README, e.g. `trust-cert-expiring`",
-                    )
+    let codes: Option<Vec<Code>> = match &raw.codes {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|c| {
+                    Code::parse(c).ok_or_else(|| {
+                        invalid(
+                            file,
+                            "alert.codes",
+                            format!("`{c}` is not a finding code"),
+                            "use codes from the findings table in the README, e.g. `trust-cert-expiring`",
+                        )
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?,
+                .collect::<Result<_, _>>()?,
+        ),
     };
-    let severities = match &raw.severities {
-        None => [Severity::Warning, Severity::Critical].into(),
-        Some(list) => list
-            .iter()
-            .map(|s| {
-                Severity::parse(s).ok_or_else(|| {
-                    invalid(
-                        file,
-                        "alert.severities",
-                        format!("`{s}` is not a severity"),
-                        "use `info`, `warning` or `critical`",
-                    )
+    let severities: Option<BTreeSet<Severity>> = match &raw.severities {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|s| {
+                    Severity::parse(s).ok_or_else(|| {
+                        invalid(
+                            file,
+                            "alert.severities",
+                            format!("`{s}` is not a severity"),
+                            "use `info`, `warning` or `critical`",
+                        )
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?,
+                .collect::<Result<_, _>>()?,
+        ),
     };
     // `for` may be zero (fire at once), so it is parsed without the positive check.
     let for_ = match &raw.for_ {
-        None => Duration::ZERO,
-        Some(t) => connwatch_shared::time::parse_duration(t)
-            .map_err(|e| invalid(file, "alert.for", e, "write it like `0s` or `5m`"))?,
+        None => None,
+        Some(t) => Some(
+            connwatch_shared::time::parse_duration(t)
+                .map_err(|e| invalid(file, "alert.for", e, "write it like `0s` or `5m`"))?,
+        ),
     };
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let policy = Policy {
-        codes,
-        severities,
-        for_ms: ms(for_),
-        repeat_ms: ms(dur(
-            "alert.repeat_interval",
-            &raw.repeat_interval,
-            Duration::from_secs(4 * 3600),
-        )?),
-    };
+    // Each key left out keeps the per-code defaults; each one set applies to every
+    // code that alerts. Codes named without severities alert at warning and critical.
+    let mut policy = crate::alert::defaults::default_policy();
+    if let Some(codes) = codes {
+        policy.codes = codes
+            .into_iter()
+            .map(|c| {
+                let hold = crate::alert::defaults::alerts_by_default(c).map_or(0, |d| ms(d.hold));
+                let p = CodePolicy {
+                    severities: [Severity::Warning, Severity::Critical].into(),
+                    for_ms: hold,
+                };
+                (c, p)
+            })
+            .collect();
+    }
+    for p in policy.codes.values_mut() {
+        if let Some(s) = &severities {
+            p.severities = s.clone();
+        }
+        if let Some(f) = for_ {
+            p.for_ms = ms(f);
+        }
+    }
+    policy.repeat_ms = ms(dur(
+        "alert.repeat_interval",
+        &raw.repeat_interval,
+        Duration::from_secs(4 * 3600),
+    )?);
     let mut webhooks = Vec::new();
     for (i, w) in raw.webhook.iter().enumerate() {
         let key = |k: &str| format!("alert.webhook[{i}].{k}");
@@ -827,8 +835,9 @@ mod tests {
         assert_eq!(c.rules, RulesConfig::default());
         assert_eq!(c.listen.port(), 7443);
         assert!(c.alert.log && c.alert.webhooks.is_empty() && c.alert.alertmanager.is_none());
-        assert_eq!(c.alert.policy.codes.len(), DEFAULT_ALERT_CODES.len());
-        assert_eq!(c.alert.policy.for_ms, 0);
+        assert_eq!(c.alert.policy, crate::alert::defaults::default_policy());
+        assert_eq!(c.alert.policy.for_ms(Code::TrustCertExpiring), 0);
+        assert_eq!(c.alert.policy.for_ms(Code::EndpointUnreachable), 60_000);
         assert!(c.metrics.listen.is_none());
         assert_eq!(c.store.commit_interval, Duration::from_millis(20));
         for (text, want) in [("0s", 0), ("5ms", 5), ("1s", 1000)] {
@@ -843,11 +852,24 @@ mod tests {
             "[alert]\ncodes = [\"inactive\"]\nfor = \"5m\"\n[[alert.webhook]]\nurl = \"http://127.0.0.1:9000/hook\"\n[alert.alertmanager]\nurl = \"http://127.0.0.1:9093\"\n[metrics]\nlisten = \"127.0.0.1:9464\"",
         )
         .expect("valid");
-        assert_eq!(c.alert.policy.codes, [Code::Inactive].into());
-        assert_eq!(c.alert.policy.for_ms, 300_000);
+        assert_eq!(
+            c.alert.policy.codes.keys().copied().collect::<Vec<_>>(),
+            [Code::Inactive]
+        );
+        assert_eq!(c.alert.policy.for_ms(Code::Inactive), 300_000);
         assert_eq!(c.alert.webhooks[0].url.path(), "/hook");
         assert!(c.alert.alertmanager.is_some());
         assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9464));
+        // Severities alone narrow every default code; the holds stay per code.
+        let c = parse("[alert]\nseverities = [\"critical\"]").expect("valid");
+        assert!(
+            c.alert
+                .policy
+                .codes
+                .values()
+                .all(|p| p.severities == [Severity::Critical].into())
+        );
+        assert_eq!(c.alert.policy.for_ms(Code::ProxyFailed), 60_000);
     }
 
     #[test]

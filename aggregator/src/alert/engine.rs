@@ -21,20 +21,54 @@ pub const RESOLVED_KEEP_MS: i64 = 3_600_000;
 /// Which findings alert, and the timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// Codes that alert.
-    pub codes: BTreeSet<Code>,
-    /// Severities that alert.
-    pub severities: BTreeSet<Severity>,
-    /// How long a condition must hold before it fires.
-    pub for_ms: i64,
+    /// Every code that alerts, with its severities and hold.
+    pub codes: BTreeMap<Code, CodePolicy>,
     /// How often a still-firing alert is announced again.
     pub repeat_ms: i64,
 }
 
+/// How one code alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodePolicy {
+    /// The severities at which it alerts.
+    pub severities: BTreeSet<Severity>,
+    /// How long its condition must hold before it fires (`for`).
+    pub for_ms: i64,
+}
+
 impl Policy {
+    /// The same rule for every code of `codes`.
+    pub fn uniform(
+        codes: impl IntoIterator<Item = Code>,
+        severities: &BTreeSet<Severity>,
+        for_ms: i64,
+        repeat_ms: i64,
+    ) -> Policy {
+        Policy {
+            codes: codes
+                .into_iter()
+                .map(|c| {
+                    let p = CodePolicy {
+                        severities: severities.clone(),
+                        for_ms,
+                    };
+                    (c, p)
+                })
+                .collect(),
+            repeat_ms,
+        }
+    }
+
     /// Whether a finding alerts.
     pub fn alerts_on(&self, f: &Finding) -> bool {
-        self.codes.contains(&f.code) && self.severities.contains(&f.severity)
+        self.codes
+            .get(&f.code)
+            .is_some_and(|p| p.severities.contains(&f.severity))
+    }
+
+    /// How long a code's condition must hold before it fires.
+    pub fn for_ms(&self, code: Code) -> i64 {
+        self.codes.get(&code).map_or(0, |p| p.for_ms)
     }
 }
 
@@ -151,7 +185,7 @@ pub fn step(
         a.summary = c.finding.summary.clone();
         a.evidence = c.finding.evidence.clone();
         a.remediation = c.finding.remediation.to_string();
-        if a.status == Status::Pending && now_ms - a.active_since_ms >= policy.for_ms {
+        if a.status == Status::Pending && now_ms - a.active_since_ms >= policy.for_ms(a.code) {
             a.status = Status::Firing;
             a.firing_since_ms = now_ms;
         }

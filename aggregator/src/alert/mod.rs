@@ -7,6 +7,7 @@
 //! restart never announces a firing alert twice; the price is that a notification can
 //! be lost if the aggregator stops between the flush and delivery.
 
+pub mod defaults;
 pub mod engine;
 pub mod service;
 pub mod silence;

@@ -23,12 +23,12 @@ fn finding(code: Code, severity: Severity, subject: &str) -> Finding {
 }
 
 fn policy(for_ms: i64) -> Policy {
-    Policy {
-        codes: [Code::TrustCertExpiring, Code::Inactive, Code::GroupDown].into(),
-        severities: [Severity::Warning, Severity::Critical].into(),
+    Policy::uniform(
+        [Code::TrustCertExpiring, Code::Inactive, Code::GroupDown],
+        &[Severity::Warning, Severity::Critical].into(),
         for_ms,
-        repeat_ms: 1000,
-    }
+        1000,
+    )
 }
 
 fn silence(matcher: &str, starts_ms: i64, ends_ms: i64) -> Silence {
@@ -245,4 +245,62 @@ fn state_reloaded_after_a_restart_sends_no_second_firing() {
     let stored = alerts.clone();
     let after_restart = step(&stored, &c, &[], 400, &p);
     assert!(after_restart.notifications.is_empty());
+}
+
+#[test]
+fn every_critical_finding_fires_with_the_default_policy_after_its_hold() {
+    let policy = crate::alert::defaults::default_policy();
+    // Every code the rules can raise as critical, and the one warning that foretells
+    // a critical one.
+    let cases = [
+        (Code::ServiceNotRunning, C),
+        (Code::TrustCertExpiring, W),
+        (Code::TrustCertExpiring, C),
+        (Code::TrustCertExpired, C),
+        (Code::TrustCertMissing, C),
+        (Code::TrustCertIssuer, C),
+        (Code::EndpointUnreachable, C),
+        (Code::ProxyFailed, C),
+        (Code::TlsTooOld, C),
+        (Code::TlsIntercepted, C),
+        (Code::KnownErrorLogged, C),
+        (Code::GroupDown, C),
+    ];
+    for (code, severity) in cases {
+        let f = finding(code, severity, "x");
+        let conditions = [Condition {
+            finding: &f,
+            group: "eu",
+        }];
+        let hold = policy.for_ms(code);
+        let mut alerts = BTreeMap::new();
+        let first = step(&alerts, &conditions, &[], 0, &policy);
+        apply(&mut alerts, &first);
+        if hold > 0 {
+            assert!(
+                first.notifications.is_empty(),
+                "{code} fired before its hold"
+            );
+            assert_eq!(
+                alerts.values().next().map(|a| a.status),
+                Some(Status::Pending)
+            );
+        }
+        let later = step(&alerts, &conditions, &[], hold, &policy);
+        let fired: Vec<Kind> = first
+            .notifications
+            .iter()
+            .chain(&later.notifications)
+            .map(|n| n.kind)
+            .collect();
+        assert_eq!(fired, [Kind::Firing], "{code} {severity}");
+    }
+    // The warnings of codes that alert only when critical stay quiet.
+    for code in [
+        Code::EndpointUnreachable,
+        Code::ProxyFailed,
+        Code::KnownErrorLogged,
+    ] {
+        assert!(!policy.alerts_on(&finding(code, W, "x")), "{code}");
+    }
 }
