@@ -1,6 +1,7 @@
 //! Code shared by the connwatch collector and aggregator: the identity model carried in
 //! certificates, TLS set-up, the small PKI used to mint certificates, the findings
-//! model, report validation, configuration and logging helpers. No sockets live here.
+//! model, the catalogue of known connector log errors, report validation,
+//! configuration and logging helpers. No sockets live here.
 
 #![warn(missing_docs)]
 
@@ -8,6 +9,7 @@ pub mod config;
 pub mod finding;
 pub mod identity;
 pub mod logging;
+pub mod logsig;
 pub mod manual;
 pub mod pki;
 pub mod render;
