@@ -48,7 +48,15 @@ pub async fn run(
         // keeps timing the probes of other tasks meanwhile.
         let pushed = {
             let spool = spool.clone();
-            tokio::task::spawn_blocking(move || spool.push(report)).await
+            let probes = probes.clone();
+            tokio::task::spawn_blocking(move || {
+                let seq = spool.push(report)?;
+                for p in &probes {
+                    p.spooled();
+                }
+                Ok::<_, crate::spool::SpoolError>(seq)
+            })
+            .await
         };
         match pushed {
             Ok(Ok(seq)) => tracing::debug!(seq, probes = probes.len(), "cycle done"),

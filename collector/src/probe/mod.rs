@@ -82,6 +82,11 @@ pub trait Probe: Send + Sync {
     fn deadline(&self) -> Duration;
     /// Measures.
     fn run(&self) -> BoxFuture<'_, Observation>;
+    /// Called (on a blocking thread) once the report of the cycle just run is durably
+    /// in the spool. A probe that reads only what is new since its last cycle saves its
+    /// position here, not when it reads: a restart then neither reports the same lines
+    /// again nor loses lines whose report never reached the spool.
+    fn spooled(&self) {}
 }
 
 /// The probes a config asks for, on this host's platform.
@@ -135,6 +140,7 @@ pub fn build(config: &Config, platform: &Platform) -> Vec<Arc<dyn Probe>> {
         probes.push(Arc::new(log::LogProbe::new(
             l.clone(),
             platform.events.clone(),
+            Some(config.spool.dir.join(log::POSITION_FILE)),
         )));
     }
     if config.host {
