@@ -80,3 +80,97 @@ pub fn remediation(code: Code) -> &'static str {
         }
     }
 }
+
+/// What to do about a known error the connector logged, by its signature id (see
+/// `connwatch_shared::logsig`); an id this build does not know gets the general advice
+/// of `known-error-logged`.
+pub fn log_remediation(signature: &str) -> &'static str {
+    match signature {
+        "trust-cert-expired" => {
+            "The connector's trust certificate expired, so the service refuses it and the connector has stopped working (event 1000); it cannot renew itself any more. Re-register the connector on its host: either uninstall and reinstall the connector, or in an elevated PowerShell run `Import-Module AppProxyPSModule` then `Register-AppProxyConnector` (`Register-MicrosoftEntraPrivateNetworkConnector` for the private network connector, 1.5.3829.0 and later), signing in as at least an Application Administrator. Then restart the connector service (WAPCSvc) and check that TrustSettings.xml names the new certificate."
+        }
+        "config-download-failed" => {
+            "The connector could not fetch its configuration: its client certificate has expired, or it cannot reach the service through a proxy. Renew the trust by re-registering the connector (`Register-AppProxyConnector`, or `Register-MicrosoftEntraPrivateNetworkConnector` on the private network connector). Behind a proxy, let the connector's accounts (Network Service and Local System) through it, or bypass it for the service's domains."
+        }
+        "service-unreachable" => {
+            "The connector cannot connect to the cloud service, usually because a firewall rule blocks it. Allow outbound TCP 80 and 443 to the service's documented domains on the firewall and proxy, then repeat the port test from the host."
+        }
+        "registration-interrupted" => {
+            "Registration ended without a sign-in. If the registration window was closed, run the connector wizard again and sign in. If the window opened and closed by itself, the host has a network problem: check that a browser on it reaches a public website and that outbound ports 80 and 443 are open."
+        }
+        "registration-wrong-tenant" => {
+            "Registration used an account outside the tenant (AADSTS50059), such as a personal Microsoft account. Register with an admin account of the tenant's own domain: for a tenant on contoso.com, an account like admin@contoso.com."
+        }
+        "registration-proxy-disabled" => {
+            "Registration was refused because application proxy is disabled for the tenant (AADSTS50001). Enable application proxy in the portal, then register the connector again."
+        }
+        "registration-ports-blocked" => {
+            "The registration endpoint did not answer: the ports the connector needs are blocked (older releases registered on ports above 8081, such as 9090). Open the outbound ports of the connector prerequisites on the firewall, then register again."
+        }
+        "registration-denied" => {
+            "The registration request was denied: the signing-in account is not an admin of the directory the connector registers in (the directory of the account's domain). Sign in with an account that has at least the Application Administrator role in the tenant."
+        }
+        "registration-failed" => {
+            "Connector registration failed. Its logged line gives the reason; check that the host reaches the service on outbound 80 and 443, that application proxy is enabled for the tenant, and that the account signing in is an Application Administrator of the tenant, then run the registration again."
+        }
+        "execution-policy" => {
+            "The installer could not run its PowerShell scripts because script execution is disabled by policy. In the Group Policy Editor, under Computer Configuration > Administrative Templates > Windows Components > Windows PowerShell, set Turn on Script Execution to Not Configured, or to Enabled with Allow local scripts and remote signed scripts (or Allow all scripts), then run the installation again."
+        }
+        "connector-unauthorized" => {
+            "The connector is not authorized by the service: its client certificate did not reach the endpoint. Most often a device on the way inspects or terminates TLS; exempt the connector's outbound traffic to the service from every kind of TLS inspection. If nothing inspects it, check the connector's registration and trust certificate, and re-register it."
+        }
+        "kerberos-12008" => {
+            "The backend server declined the Kerberos tickets made for it, until the attempts ran out. Check the Kerberos constrained delegation set-up between the connector and the backend application (delegation rights, the application's SPN), and that the clocks of the connector host and the backend server are synchronised."
+        }
+        "kerberos-13016" => {
+            "No Kerberos ticket could be requested because the user's token has no UPN. Fix the UPN claim in the configuration of the security token service that signs users in."
+        }
+        "kerberos-13019" => {
+            "The domain controller declined the Kerberos request (a general API error). Check the SPN configured for the application and that it is registered on the backend's account, that the connector host is joined to the same domain as the domain controller (or a trusted one), and that the clocks of the connector host and the domain controller are synchronised."
+        }
+        "kerberos-13020" => {
+            "The domain controller knows no SPN for the backend server. Register the backend application's SPN on its service account (setspn) and make the application's configured SPN match it; then check domain trust and that the clocks of the connector host and the domain controller agree."
+        }
+        "kerberos-13022" => {
+            "The backend server answered the Kerberos attempt with HTTP 401: it does not accept the delegated ticket. Check that the backend is set up for Integrated Windows Authentication with Kerberos (Negotiate), that the application's SPN matches the backend's, and that the clocks of the connector host and the backend server are synchronised."
+        }
+        "website-cannot-display" => {
+            "Users got 'The website cannot display the page' from an application using Integrated Windows Authentication: most often the SPN configured for the application is wrong; correct it. For Outlook Web Access it can also mean the user signed in with a Microsoft account or as a guest (they must use a corporate account of the application's domain) or lacks permissions on the backend."
+        }
+        "user-not-assigned" => {
+            "A user was refused because they are not assigned to the application, or signed in with a Microsoft account or as a guest, which cannot use IWA applications. Assign the user or their group to the application (Users and Groups), and have them sign in with their corporate account."
+        }
+        "user-not-licensed" => {
+            "A user was refused because they have no licence the application proxy requires (Microsoft Entra ID P1 or P2). Assign them, or their group, such a licence."
+        }
+        "connector-timed-out" => {
+            "The connector timed out serving a user: per the guides, the user is not given the permissions the backend application requires on-premises. Grant the user access on the backend; if every user is affected, check that the connector host can reach the backend (see its backend checks)."
+        }
+        "custom-domain-unresolved" => {
+            "Users could not reach an application published on a custom domain: the domain is not set up. Check the certificate uploaded for the domain and create or correct its DNS record."
+        }
+        "user-not-authorized-onprem" => {
+            "The user could not be authorized on-premises: the connector cannot read the user's authorization information in Active Directory. Add the connector hosts' computer accounts to the built-in Windows Authorization Access Group, and check the user exists in the on-premises directory with access to the application."
+        }
+        _ => remediation(Code::KnownErrorLogged),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connwatch_shared::logsig::SIGNATURES;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_signature_has_its_own_remedy() {
+        let general = remediation(Code::KnownErrorLogged);
+        let mut seen = HashSet::new();
+        for s in SIGNATURES {
+            let r = log_remediation(s.id);
+            assert_ne!(r, general, "{} has no remedy of its own", s.id);
+            assert!(seen.insert(r), "{} shares its remedy", s.id);
+        }
+        assert_eq!(log_remediation("unheard-of"), general);
+    }
+}
