@@ -55,6 +55,7 @@ struct RawThresholds<'a> {
     min_healthy: Option<u32>,
     expected_cert_issuers: &'a Option<Vec<String>>,
     min_version: &'a Option<String>,
+    log_quiet_after: &'a Option<String>,
 }
 
 macro_rules! with_thresholds {
@@ -68,6 +69,7 @@ macro_rules! with_thresholds {
             min_healthy: Option<u32>,
             expected_cert_issuers: Option<Vec<String>>,
             min_version: Option<String>,
+            log_quiet_after: Option<String>,
         }
 
         impl $name {
@@ -79,6 +81,7 @@ macro_rules! with_thresholds {
                     min_healthy: self.min_healthy,
                     expected_cert_issuers: &self.expected_cert_issuers,
                     min_version: &self.min_version,
+                    log_quiet_after: &self.log_quiet_after,
                 }
             }
         }
@@ -254,6 +257,9 @@ pub struct Thresholds {
     pub expected_cert_issuers: Vec<String>,
     /// Connectors older than this are behind, whatever their group runs.
     pub min_version: Option<Version>,
+    /// A known error's finding stays while the connector logs it again within this of
+    /// the previous time, and clears once it has not logged it for this long.
+    pub log_quiet_after: Duration,
 }
 
 impl Default for Thresholds {
@@ -265,6 +271,7 @@ impl Default for Thresholds {
             min_healthy: 2,
             expected_cert_issuers: vec!["connectorregistrationca.msappproxy.net".into()],
             min_version: None,
+            log_quiet_after: Duration::from_secs(3600),
         }
     }
 }
@@ -390,6 +397,7 @@ fn thresholds(
             .clone()
             .unwrap_or_else(|| base.expected_cert_issuers.clone()),
         min_version,
+        log_quiet_after: dur("log_quiet_after", raw.log_quiet_after, base.log_quiet_after)?,
     };
     if t.cert_critical > t.cert_warning {
         return Err(invalid(
@@ -875,7 +883,7 @@ mod tests {
     #[test]
     fn groups_take_their_own_thresholds_and_inherit_the_rest() {
         let c = parse(
-            "[rules]\ncert_warning = \"20d\"\n[[group]]\nname = \"eu\"\nmin_healthy = 3\nmin_version = \"1.5\"\n[[group]]\nname = \"us\"",
+            "[rules]\ncert_warning = \"20d\"\nlog_quiet_after = \"3s\"\n[[group]]\nname = \"eu\"\nmin_healthy = 3\nmin_version = \"1.5\"\nlog_quiet_after = \"2h\"\n[[group]]\nname = \"us\"",
         )
         .expect("valid");
         assert_eq!(c.rules.for_group("eu").min_healthy, 3);
@@ -886,6 +894,14 @@ mod tests {
             Duration::from_secs(20 * 86_400)
         );
         assert_eq!(c.rules.for_group("eu").min_version, Version::parse("1.5"));
+        assert_eq!(
+            c.rules.for_group("eu").log_quiet_after,
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            c.rules.for_group("us").log_quiet_after,
+            Duration::from_secs(3)
+        );
         assert!(c.rules.is_declared("eu") && !c.rules.is_declared("other"));
     }
 
@@ -896,6 +912,11 @@ mod tests {
             ("[rules]\ninactive_after = \"soon\"", "rules.inactive_after"),
             ("[rules]\ncert_critical = \"40d\"", "rules.cert_critical"),
             ("[rules]\nretire_after = \"1s\"", "rules.retire_after"),
+            ("[rules]\nlog_quiet_after = \"0s\"", "rules.log_quiet_after"),
+            (
+                "[[group]]\nname = \"a\"\nlog_quiet_after = \"often\"",
+                "group[0].log_quiet_after",
+            ),
             (
                 "[[group]]\nname = \"a\"\n[[group]]\nname = \"a\"",
                 "group[1].name",

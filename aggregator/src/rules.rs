@@ -3,11 +3,12 @@
 //! every rule is table-tested.
 
 use crate::config::{RulesConfig, Thresholds};
-use crate::remedy::remediation;
-use crate::store::StoredConnector;
+use crate::remedy::{log_remediation, remediation};
+use crate::store::{StoredConnector, StoredLogged};
 use crate::version::Version;
 use connwatch_proto::enum_names;
 use connwatch_shared::finding::{Code, Finding, Health, Scope, Severity};
+use connwatch_shared::logsig;
 use connwatch_shared::time::{compact_ms, rfc3339};
 use connwatch_shared::wire::{ConnectOutcome, Report, ServiceRole, ServiceState, StartType};
 use std::collections::{BTreeMap, BTreeSet};
@@ -277,7 +278,7 @@ pub fn evaluate_connector(
             proxy_findings(&mut f, report, observed);
             version_findings(&mut f, report, observed, t, ctx);
             clock_findings(&mut f, entry, observed, cfg);
-            log_findings(&mut f, report, observed);
+            log_findings(&mut f, entry, now_ms, t);
             probe_findings(&mut f, report, observed);
         }
     }
@@ -295,9 +296,9 @@ pub fn evaluate_connector(
 
 /// The earliest time after `now_ms` at which [`evaluate_connector`] could answer
 /// differently for the same entry and group context: the connector going inactive or
-/// retiring, a trust certificate entering a window or expiring, or the text of a
-/// time-counting finding ("no report for 5m", "expires in 3d2h", a day count) moving
-/// on. Earlier is always safe; the rollup re-evaluates a connector once this passes.
+/// retiring, a trust certificate entering a window or expiring, a logged error's quiet
+/// window ending, or the text of a time-counting finding ("no report for 5m", "expires
+/// in 3d2h", a day count) moving on. Earlier is always safe; the rollup re-evaluates a connector once this passes.
 pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i64 {
     let t = cfg.for_group(&entry.group);
     let mut next = i64::MAX;
@@ -309,6 +310,9 @@ pub fn valid_until(entry: &StoredConnector, now_ms: i64, cfg: &RulesConfig) -> i
     let inactive_from = silent_beyond_from(entry, cfg, t.inactive_after);
     after(inactive_from);
     after(silent_beyond_from(entry, cfg, cfg.retire_after));
+    for l in &entry.logged {
+        after(quiet_from(l, t));
+    }
     let (_, floor) = silence_clock(entry, cfg);
     // Until the grace has passed, a connector last seen before the start is not
     // getting any more silent; from then on its silence grows.
@@ -352,6 +356,15 @@ fn text_unit(span_ms: i64) -> i64 {
     }
 }
 
+/// The logged errors a blocked outbound connection causes: the guides name blocked
+/// ports, a firewall or a proxy for each.
+const NETWORK_SIGNATURES: &[&str] = &[
+    "service-unreachable",
+    "config-download-failed",
+    "registration-interrupted",
+    "registration-ports-blocked",
+];
+
 /// Where one finding explains another, say so in the explained one's evidence, so an
 /// operator fixes the cause rather than chasing the symptom.
 fn link_causes(findings: &mut [Finding]) {
@@ -369,7 +382,12 @@ fn link_causes(findings: &mut [Finding]) {
         (
             Code::ClockSkew,
             Code::KnownErrorLogged,
-            &["kerberos-12008", "kerberos-13019", "kerberos-13022"],
+            &[
+                "kerberos-12008",
+                "kerberos-13019",
+                "kerberos-13020",
+                "kerberos-13022",
+            ],
         ),
         (
             Code::TlsIntercepted,
@@ -379,12 +397,12 @@ fn link_causes(findings: &mut [Finding]) {
         (
             Code::EndpointUnreachable,
             Code::KnownErrorLogged,
-            &["service-unreachable"],
+            NETWORK_SIGNATURES,
         ),
         (
             Code::ProxyFailed,
             Code::KnownErrorLogged,
-            &["service-unreachable"],
+            NETWORK_SIGNATURES,
         ),
         (Code::UpdaterNotRunning, Code::VersionBehind, &[]),
     ];
@@ -429,6 +447,26 @@ impl Findings {
         evidence: Vec<(String, String)>,
         observed_at_ms: i64,
     ) {
+        self.push_with(
+            code,
+            severity,
+            summary,
+            evidence,
+            observed_at_ms,
+            remediation(code),
+        );
+    }
+
+    /// As [`Findings::push`], with a remedy more specific than the code's.
+    fn push_with(
+        &mut self,
+        code: Code,
+        severity: Severity,
+        summary: String,
+        evidence: Vec<(String, String)>,
+        observed_at_ms: i64,
+        remediation: &'static str,
+    ) {
         self.out.push(Finding {
             code,
             severity,
@@ -436,7 +474,7 @@ impl Findings {
             subject: self.subject.clone(),
             summary,
             evidence,
-            remediation: remediation(code),
+            remediation,
             observed_at_ms,
         });
     }
@@ -783,11 +821,12 @@ fn version_findings(
 /// adds to (receive - collect), so the offset closest to zero is the one least
 /// inflated by the network or a spool; a slow link is never called skew.
 pub fn clock_skew_estimate(entry: &StoredConnector) -> Option<i64> {
-    entry
-        .recent_offsets_ms
-        .iter()
-        .copied()
-        .min_by_key(|o| o.unsigned_abs())
+    offset_estimate(&entry.recent_offsets_ms)
+}
+
+/// The same estimate from (receive - collect) offsets.
+pub fn offset_estimate(offsets_ms: &[i64]) -> Option<i64> {
+    offsets_ms.iter().copied().min_by_key(|o| o.unsigned_abs())
 }
 
 fn clock_findings(f: &mut Findings, entry: &StoredConnector, observed: i64, cfg: &RulesConfig) {
@@ -817,18 +856,95 @@ fn clock_findings(f: &mut Findings, entry: &StoredConnector, observed: i64, cfg:
     );
 }
 
-fn log_findings(f: &mut Findings, r: &Report, observed: i64) {
-    for l in &r.log_signatures {
-        f.push(
+/// The most signatures remembered per connector. Ids are strings from the collector:
+/// a faulty one must not grow an entry without bound.
+const MAX_LOGGED: usize = 64;
+
+/// The first time at which a logged error's finding is gone: its quiet window over.
+fn quiet_from(l: &StoredLogged, t: &Thresholds) -> i64 {
+    l.last_seen_ms
+        .saturating_add(ms(t.log_quiet_after))
+        .saturating_add(1)
+}
+
+/// What a connector remembers of its logged errors once a report arrives: `prev`
+/// with the report's signatures, seen at `seen_ms`, added in.
+///
+/// A report carries only what was logged since the collector's previous cycle, so the
+/// latest report alone would drop a finding one cycle after the error, fixed or not.
+/// Instead the writer keeps, in the connector's registry entry, when each signature
+/// was first and last seen and how often, and the rules show a finding while the last
+/// time is within `log_quiet_after` of now. The entry is stored with the report in one
+/// batch, so this memory survives restarts exactly as far as the reports do, and the
+/// rules stay a function of the entry and the time. An occurrence more than
+/// `log_quiet_after` after the previous one starts a new count; signatures quiet for
+/// that long are forgotten.
+pub fn record_logged(
+    prev: &[StoredLogged],
+    report: &Report,
+    seen_ms: i64,
+    quiet: std::time::Duration,
+) -> Vec<StoredLogged> {
+    let quiet = ms(quiet);
+    let mut out: Vec<StoredLogged> = prev
+        .iter()
+        .filter(|l| seen_ms.saturating_sub(l.last_seen_ms) <= quiet)
+        .cloned()
+        .collect();
+    for s in &report.log_signatures {
+        match out.iter_mut().find(|l| l.id == s.id) {
+            Some(l) => {
+                l.count = l.count.saturating_add(u64::from(s.count));
+                l.last_seen_ms = l.last_seen_ms.max(seen_ms);
+                l.last_line.clone_from(&s.last_line);
+            }
+            None => out.push(StoredLogged {
+                id: s.id.clone(),
+                first_seen_ms: seen_ms,
+                last_seen_ms: seen_ms,
+                count: u64::from(s.count),
+                last_line: s.last_line.clone(),
+            }),
+        }
+    }
+    if out.len() > MAX_LOGGED {
+        out.sort_by_key(|l| std::cmp::Reverse(l.last_seen_ms));
+        out.truncate(MAX_LOGGED);
+    }
+    out.sort_by(|a, b| {
+        logsig::order(&a.id)
+            .cmp(&logsig::order(&b.id))
+            .then(a.id.cmp(&b.id))
+    });
+    out
+}
+
+fn log_findings(f: &mut Findings, entry: &StoredConnector, now_ms: i64, t: &Thresholds) {
+    for l in &entry.logged {
+        let clears = quiet_from(l, t);
+        if now_ms >= clears {
+            continue;
+        }
+        let what = logsig::find(&l.id).map_or(l.id.as_str(), |s| s.title);
+        f.push_with(
             Code::KnownErrorLogged,
             Severity::Warning,
-            format!("{} logged {} time(s)", l.id, l.count),
+            format!(
+                "{what} ({}): logged {} time(s) since {}",
+                l.id,
+                l.count,
+                rfc3339(l.first_seen_ms)
+            ),
             vec![
                 ("signature".into(), l.id.clone()),
                 ("count".into(), l.count.to_string()),
+                ("first_seen".into(), rfc3339(l.first_seen_ms)),
+                ("last_seen".into(), rfc3339(l.last_seen_ms)),
+                ("clears_at".into(), rfc3339(clears)),
                 ("last_line".into(), l.last_line.clone()),
             ],
-            observed,
+            l.last_seen_ms,
+            log_remediation(&l.id),
         );
     }
 }

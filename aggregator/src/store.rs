@@ -64,6 +64,33 @@ pub struct StoredConnector {
     /// The same for the last few reports, newest last, for clock-skew estimates.
     #[prost(int64, repeated, tag = "8")]
     pub recent_offsets_ms: Vec<i64>,
+    /// The known errors its connector logged lately, one per signature (see
+    /// [`crate::rules::record_logged`]). A report carries only what was logged since
+    /// the cycle before, so the rules need this memory to keep a finding until the
+    /// error stops. Entries written before this field read as having none.
+    #[prost(message, repeated, tag = "9")]
+    pub logged: Vec<StoredLogged>,
+}
+
+/// A log signature a connector's reports carried: when it started, when it was last
+/// seen, and how often, since the last quiet spell.
+#[derive(Clone, PartialEq, Message)]
+pub struct StoredLogged {
+    /// The signature id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// When the first report of this run of occurrences collected it (aggregator clock).
+    #[prost(int64, tag = "2")]
+    pub first_seen_ms: i64,
+    /// When the latest report carrying it collected it (aggregator clock).
+    #[prost(int64, tag = "3")]
+    pub last_seen_ms: i64,
+    /// How many times it was logged since `first_seen_ms`.
+    #[prost(uint64, tag = "4")]
+    pub count: u64,
+    /// The latest matching line.
+    #[prost(string, tag = "5")]
+    pub last_line: String,
 }
 
 /// One report as kept in history.
@@ -311,6 +338,7 @@ impl StoredConnector {
             latest: None,
             clock_offset_ms: self.clock_offset_ms,
             recent_offsets_ms: self.recent_offsets_ms.clone(),
+            logged: self.logged.clone(),
         }
     }
 }

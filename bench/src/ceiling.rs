@@ -46,6 +46,7 @@ pub fn writes(pool: &[Body], connectors: &[String], first_seq: u64, n: usize) ->
                 latest: Some(report),
                 clock_offset_ms: 3,
                 recent_offsets_ms: vec![3, 2, 4, 3, 3],
+                logged: Vec::new(),
             };
             Write {
                 connector,

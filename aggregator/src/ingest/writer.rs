@@ -424,6 +424,18 @@ async fn commit(
         if recent_offsets_ms.len() > RECENT_OFFSETS {
             recent_offsets_ms.remove(0);
         }
+        // When the connector logged what the report carries, on the aggregator's clock:
+        // its collection time moved by the host's estimated offset, so a report held in
+        // a spool counts from when it was collected, and never later than its arrival.
+        let seen_ms = crate::rules::offset_estimate(&recent_offsets_ms).map_or(received_ms, |o| {
+            report.collected_at_ms.saturating_add(o).min(received_ms)
+        });
+        let logged = crate::rules::record_logged(
+            prev.map_or(&[][..], |p| &p.logged),
+            &report,
+            seen_ms,
+            rules.for_group(&report.group).log_quiet_after,
+        );
         let entry = StoredConnector {
             group: report.group.clone(),
             first_seen_ms: prev.map_or(received_ms, |p| p.first_seen_ms),
@@ -433,6 +445,7 @@ async fn commit(
             latest: Some(report),
             clock_offset_ms: offset,
             recent_offsets_ms,
+            logged,
         };
         newest.insert(connector.clone(), writes.len());
         writes.push(Write {

@@ -6,7 +6,7 @@ use crate::config::{GroupConfig, Thresholds};
 use crate::store::StoredConnector;
 use connwatch_shared::finding::{Code, Scope};
 use connwatch_shared::wire::{
-    ConnectOutcome, EndpointCheck, Report, ServiceRole, ServiceState, ServiceStatus,
+    ConnectOutcome, EndpointCheck, LogSignature, Report, ServiceRole, ServiceState, ServiceStatus,
     TrustCertificate, VersionInfo,
 };
 use proptest::prelude::*;
@@ -25,6 +25,8 @@ enum Op {
         running: bool,
         cert_in: i64,
         skew_ms: i64,
+        /// A known error the report carries: 0 none, else one of two signatures.
+        logs: u8,
     },
     Wait(i64),
 }
@@ -44,16 +46,20 @@ fn op() -> impl Strategy<Value = Op> {
             Just(200 * DAY),
         ],
         prop_oneof![Just(0i64), Just(400_000)],
+        prop_oneof![3 => Just(0u8), 1 => 1u8..3],
     )
         .prop_map(
-            |(connector, group, version, endpoint_ok, running, cert_in, skew_ms)| Op::Report {
-                connector,
-                group,
-                version,
-                endpoint_ok,
-                running,
-                cert_in,
-                skew_ms,
+            |(connector, group, version, endpoint_ok, running, cert_in, skew_ms, logs)| {
+                Op::Report {
+                    connector,
+                    group,
+                    version,
+                    endpoint_ok,
+                    running,
+                    cert_in,
+                    skew_ms,
+                    logs,
+                }
             },
         );
     let wait = prop_oneof![
@@ -78,6 +84,7 @@ fn entry(op: &Op, now: i64, previous: Option<&StoredConnector>) -> StoredConnect
         running,
         cert_in,
         skew_ms,
+        logs,
         ..
     } = op
     else {
@@ -121,8 +128,24 @@ fn entry(op: &Op, now: i64, previous: Option<&StoredConnector>) -> StoredConnect
             connector_version: format!("1.5.{version}"),
             ..Default::default()
         }),
+        log_signatures: match logs {
+            0 => vec![],
+            n => vec![LogSignature {
+                id: ["kerberos-13019", "connector-unauthorized"][usize::from(n % 2)].into(),
+                count: 1,
+                last_line: "x".into(),
+            }],
+        },
         ..Default::default()
     };
+    // As the writer remembers them; the declared config's shorter window for g0 is
+    // the rules' business, so the quiet spells of both windows are crossed.
+    let logged = rules::record_logged(
+        previous.map_or(&[][..], |p| &p.logged),
+        &report,
+        now,
+        Duration::from_secs(3600),
+    );
     StoredConnector {
         group: report.group.clone(),
         first_seen_ms: previous.map_or(now, |p| p.first_seen_ms),
@@ -132,6 +155,7 @@ fn entry(op: &Op, now: i64, previous: Option<&StoredConnector>) -> StoredConnect
         latest: Some(report),
         clock_offset_ms: *skew_ms,
         recent_offsets_ms: vec![*skew_ms],
+        logged,
     }
 }
 
@@ -170,6 +194,7 @@ fn configs() -> Vec<Arc<RulesConfig>> {
                 inactive_after: Duration::from_secs(30),
                 cert_warning: Duration::from_secs(10 * 86_400),
                 min_healthy: 1,
+                log_quiet_after: Duration::from_secs(20),
                 ..Thresholds::default()
             },
         },
@@ -316,6 +341,7 @@ fn healthy() -> Op {
         running: true,
         cert_in: 200 * DAY,
         skew_ms: 0,
+        logs: 0,
     }
 }
 
@@ -342,6 +368,43 @@ fn time_alone_turns_a_connector_inactive_and_then_retires_it() {
 }
 
 #[test]
+fn time_alone_clears_a_logged_error_once_it_has_been_quiet() {
+    let cfg = Arc::new(RulesConfig {
+        defaults: Thresholds {
+            inactive_after: Duration::from_secs(3 * 3600),
+            ..Thresholds::default()
+        },
+        ..RulesConfig::default()
+    });
+    let report = Op::Report {
+        connector: 0,
+        group: 0,
+        version: 0,
+        endpoint_ok: true,
+        running: true,
+        cert_in: 200 * DAY,
+        skew_ms: 0,
+        logs: 1,
+    };
+    let mut fleet = Fleet::default();
+    fleet
+        .connectors
+        .insert("c0".into(), entry(&report, START, None));
+    let mut rollup = Rollup::default();
+    let logged = |rollup: &Rollup| {
+        rollup
+            .connector("c0")
+            .is_some_and(|c| c.findings.iter().any(|f| f.code == Code::KnownErrorLogged))
+    };
+    rollup.refresh(&fleet, START, &cfg);
+    assert!(logged(&rollup));
+    rollup.refresh(&fleet, START + 3_600_000, &cfg);
+    assert!(logged(&rollup), "kept through the quiet window");
+    rollup.refresh(&fleet, START + 3_600_001, &cfg);
+    assert!(!logged(&rollup), "cleared when it ends, with no new report");
+}
+
+#[test]
 fn top_findings_are_the_most_urgent_and_counted_in_full() {
     let cfg = Arc::new(RulesConfig::default());
     let mut fleet = Fleet::default();
@@ -354,6 +417,7 @@ fn top_findings_are_the_most_urgent_and_counted_in_full() {
             running,
             cert_in: 200 * DAY,
             skew_ms: 0,
+            logs: 0,
         };
         fleet
             .connectors

@@ -6,9 +6,12 @@ use connwatch_shared::wire::{
     BackendCheck, EndpointCheck, LogSignature, PresentedCertificate, ProbeError, ProxySettings,
     ServiceStatus, TlsResult, TrustCertificate, VersionInfo,
 };
+use std::time::Duration;
 
 const NOW: i64 = 1_800_000_000_000;
 
+/// A connector's entry whose latest report arrived at `last_seen_ms`, with the errors
+/// the report carries remembered as the writer does.
 fn entry(report: Report, last_seen_ms: i64) -> StoredConnector {
     StoredConnector {
         group: "eu".into(),
@@ -16,6 +19,7 @@ fn entry(report: Report, last_seen_ms: i64) -> StoredConnector {
         last_seen_ms,
         epoch: 1,
         last_seq: report.seq,
+        logged: record_logged(&[], &report, last_seen_ms, Duration::from_secs(3600)),
         latest: Some(report),
         clock_offset_ms: 0,
         recent_offsets_ms: vec![20, 15, 30],
@@ -738,7 +742,7 @@ fn inactive_after_is_per_group() {
     cfg.groups.push(GroupConfig {
         name: "eu".into(),
         thresholds: Thresholds {
-            inactive_after: std::time::Duration::from_secs(10),
+            inactive_after: Duration::from_secs(10),
             ..Thresholds::default()
         },
     });
@@ -1021,4 +1025,162 @@ fn tls_interception_table() {
             assert!(f.summary.contains(said), "{name}: {}", f.summary);
         }
     }
+}
+
+/// The entry after a report carrying `signatures` arrives at `at`, following `prev`.
+fn next_entry(
+    prev: Option<&StoredConnector>,
+    at: i64,
+    signatures: &[(&str, u32)],
+) -> StoredConnector {
+    let mut r = healthy_report();
+    r.collected_at_ms = at;
+    r.log_signatures = signatures
+        .iter()
+        .map(|(id, count)| LogSignature {
+            id: (*id).into(),
+            count: *count,
+            last_line: format!("{id} at {at}"),
+        })
+        .collect();
+    let quiet = RulesConfig::default().defaults.log_quiet_after;
+    let logged = record_logged(prev.map_or(&[][..], |p| &p.logged), &r, at, quiet);
+    StoredConnector {
+        logged,
+        ..entry(r, at)
+    }
+}
+
+fn logged_findings(e: &StoredConnector, now: i64, cfg: &RulesConfig) -> Vec<Finding> {
+    eval_one_at(e, now, cfg)
+        .findings
+        .into_iter()
+        .filter(|f| f.code == Code::KnownErrorLogged)
+        .collect()
+}
+
+fn eval_one_at(e: &StoredConnector, now: i64, cfg: &RulesConfig) -> ConnectorEval {
+    evaluate_connector("c", e, now, cfg, &GroupContext::default())
+}
+
+fn evidence<'a>(f: &'a Finding, key: &str) -> &'a str {
+    f.evidence
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[test]
+fn a_logged_error_stays_until_it_has_been_quiet_for_the_window() {
+    let cfg = RulesConfig::default();
+    let hour = 3_600_000;
+    let t0 = NOW - 3 * hour;
+    // Logged twice, then reports every 30 s carry nothing new.
+    let mut e = next_entry(None, t0, &[("kerberos-13019", 2)]);
+    let first = logged_findings(&e, t0, &cfg);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(evidence(&first[0], "count"), "2");
+    e = next_entry(Some(&e), t0 + 20 * 60_000, &[("kerberos-13019", 1)]);
+    for step in 1..=80 {
+        let at = t0 + 20 * 60_000 + step * 30_000;
+        e = next_entry(Some(&e), at, &[]);
+        let found = logged_findings(&e, at, &cfg);
+        let quiet_for = at - (t0 + 20 * 60_000);
+        if quiet_for <= hour {
+            assert_eq!(found.len(), 1, "{quiet_for} ms after the last time");
+            assert_eq!(
+                evidence(&found[0], "count"),
+                "3",
+                "counted since it started"
+            );
+            assert_eq!(evidence(&found[0], "first_seen"), rfc3339(t0));
+            assert!(found[0].remediation.contains("SPN"));
+        } else {
+            assert!(found.is_empty(), "{quiet_for} ms after the last time");
+        }
+    }
+
+    // Between reports, time alone clears it, and the rollup is told when.
+    let last = t0 + 40 * 60_000;
+    let e = next_entry(None, last, &[("connector-unauthorized", 1)]);
+    let fresh = next_entry(Some(&e), last + 1_000, &[]);
+    let lenient = RulesConfig {
+        defaults: Thresholds {
+            inactive_after: Duration::from_secs(7200),
+            ..Thresholds::default()
+        },
+        ..RulesConfig::default()
+    };
+    assert_eq!(logged_findings(&fresh, last + hour, &lenient).len(), 1);
+    assert!(logged_findings(&fresh, last + hour + 1, &lenient).is_empty());
+    assert_eq!(valid_until(&fresh, last + 2_000, &lenient), last + hour + 1);
+
+    // After a quiet window, it starts counting again.
+    let again = next_entry(
+        Some(&fresh),
+        last + 2 * hour,
+        &[("connector-unauthorized", 4)],
+    );
+    let found = logged_findings(&again, last + 2 * hour, &cfg);
+    assert_eq!(evidence(&found[0], "count"), "4");
+    assert_eq!(evidence(&found[0], "first_seen"), rfc3339(last + 2 * hour));
+}
+
+#[test]
+fn a_group_can_keep_log_findings_for_its_own_window() {
+    let cfg = RulesConfig {
+        groups: vec![GroupConfig {
+            name: "eu".into(),
+            thresholds: Thresholds {
+                log_quiet_after: Duration::from_secs(3),
+                ..Thresholds::default()
+            },
+        }],
+        ..RulesConfig::default()
+    };
+    let mut e = next_entry(None, NOW, &[("trust-cert-expired", 1)]);
+    // No certificate, whose day count would turn first.
+    if let Some(r) = e.latest.as_mut() {
+        r.trust_certs.clear();
+    }
+    assert_eq!(logged_findings(&e, NOW + 3_000, &cfg).len(), 1);
+    assert!(logged_findings(&e, NOW + 3_001, &cfg).is_empty());
+    assert_eq!(valid_until(&e, NOW, &cfg), NOW + 3_001);
+}
+
+#[test]
+fn each_logged_error_carries_its_own_remedy() {
+    let cfg = RulesConfig::default();
+    for (id, says) in [
+        ("trust-cert-expired", "Register-AppProxyConnector"),
+        ("kerberos-13019", "clocks"),
+        ("kerberos-13019", "SPN"),
+        ("connector-unauthorized", "TLS inspection"),
+        ("connector-unauthorized", "not authorized"),
+        ("website-cannot-display", "SPN"),
+        ("execution-policy", "Turn on Script Execution"),
+    ] {
+        let e = next_entry(None, NOW, &[(id, 1)]);
+        let found = logged_findings(&e, NOW, &cfg);
+        assert_eq!(found.len(), 1, "{id}");
+        assert!(
+            found[0].remediation.contains(says),
+            "{id}: {}",
+            found[0].remediation
+        );
+        assert!(found[0].summary.contains(id), "{}", found[0].summary);
+    }
+    let unknown = next_entry(None, NOW, &[("from-a-newer-collector", 1)]);
+    assert_eq!(
+        logged_findings(&unknown, NOW, &cfg)[0].remediation,
+        remediation(Code::KnownErrorLogged)
+    );
+}
+
+#[test]
+fn remembered_errors_are_bounded() {
+    let many: Vec<(String, u32)> = (0..100).map(|i| (format!("sig-{i:03}"), 1)).collect();
+    let refs: Vec<(&str, u32)> = many.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    let e = next_entry(None, NOW, &refs);
+    assert_eq!(e.logged.len(), MAX_LOGGED);
 }
