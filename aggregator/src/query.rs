@@ -334,6 +334,7 @@ impl Query for QueryService {
                     ),
                     endpoints_total: count(r.endpoints.len()),
                     probe_errors: count(r.probe_errors.len()),
+                    log_signatures: r.log_signatures,
                 }
             })
             .collect();

@@ -265,19 +265,26 @@ pub fn connector(d: &w::ConnectorDetail, now_ms: i64, colour: bool) -> String {
 /// A connector's history.
 pub fn history(h: &w::HistoryResponse) -> String {
     let mut out = format!(
-        "{:<21} {:>8} {:>10} {:>10} {:>7}\n",
-        "COLLECTED", "SEQ", "SERVICES", "ENDPOINTS", "ERRORS"
+        "{:<21} {:>8} {:>10} {:>10} {:>7}  {}\n",
+        "COLLECTED", "SEQ", "SERVICES", "ENDPOINTS", "ERRORS", "LOGGED"
     );
     for e in &h.entries {
-        let _ = writeln!(
-            out,
-            "{:<21} {:>8} {:>10} {:>10} {:>7}",
+        // Each signature with its count in that cycle: `kerberos-13019 x3`.
+        let logged = e
+            .log_signatures
+            .iter()
+            .map(|l| format!("{} x{}", l.id, l.count))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let line = format!(
+            "{:<21} {:>8} {:>10} {:>10} {:>7}  {logged}",
             rfc3339(e.collected_at_ms),
             e.seq,
             format!("{}/{}", e.services_running, e.services_total),
             format!("{}/{}", e.endpoints_ok, e.endpoints_total),
             e.probe_errors
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
