@@ -61,6 +61,24 @@ fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no endpoint {name} in {report}"))
 }
 
+/// A web server on loopback that answers every request `404`, in a thread of its own.
+fn plain_http_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = sock.read(&mut buf);
+            let _ = sock.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    addr
+}
+
 fn endpoint_table(name: &str, address: &str, tls: bool, proxy: Option<&str>) -> String {
     let mut t =
         format!("[[endpoint]]\nname = \"{name}\"\naddress = \"{address}\"\ntimeout = \"2s\"\n");
@@ -87,6 +105,7 @@ async fn endpoint_checks_take_the_connectors_path_through_a_real_proxy() {
     let auth = Tinyproxy::start(root.path(), "auth", &[port], Some(("connector", "secret")));
     let denied_port = peers::free_port();
     let down = format!("http://127.0.0.1:{}", peers::free_port());
+    let web = plain_http_server();
 
     // The connector's own file names the proxy; `localhost` bypasses it through a
     // regex over the URI, as .NET matches bypass entries.
@@ -118,7 +137,8 @@ async fn endpoint_checks_take_the_connectors_path_through_a_real_proxy() {
     for table in [
         endpoint_table("through", &target, true, None),
         endpoint_table("bypassed", &format!("localhost:{port}"), true, None),
-        endpoint_table("denied", &format!("127.0.0.1:{denied_port}"), false, None),
+        endpoint_table("denied", &format!("127.0.0.1:{denied_port}"), true, None),
+        endpoint_table("forwarded", &web.to_string(), false, None),
         endpoint_table("auth", &target, true, Some(&auth.url())),
         endpoint_table("proxy-down", &target, true, Some(&down)),
         endpoint_table("direct", &target, true, Some("direct")),
@@ -151,6 +171,12 @@ async fn endpoint_checks_take_the_connectors_path_through_a_real_proxy() {
     assert_eq!(denied["outcome"], "proxy-refused", "{denied}");
     assert_eq!(denied["via"], proxy_at.as_str());
     assert_eq!(denied["proxy_status"], "HTTP/1.1 403 Access violation");
+
+    // A plain endpoint (a revocation host) is reached with a request the proxy
+    // forwards, as the connector fetches it, not with CONNECT (refused to that port).
+    let forwarded = endpoint(&report, "forwarded");
+    assert_eq!(forwarded["outcome"], "ok", "{forwarded}");
+    assert_eq!(forwarded["via"], proxy_at.as_str());
 
     let asked = endpoint(&report, "auth");
     assert_eq!(asked["outcome"], "proxy-auth-required", "{asked}");
@@ -233,7 +259,7 @@ async fn a_check_the_proxy_stops_is_a_proxy_finding_not_an_unreachable_endpoint(
         root.path(),
         &agg,
         &tls,
-        &endpoint_table("cloud", &open.to_string(), false, Some(&proxy.url())),
+        &endpoint_table("cloud", &open.to_string(), true, Some(&proxy.url())),
     );
     let findings = eventually(Duration::from_secs(15), "conn-p's findings", || async {
         let out = agg.cli(&pki, &["connector", "conn-p", "--json"]);

@@ -60,7 +60,14 @@ impl EndpointProbe {
                         error,
                     })
             }
-            Route::Proxy(proxy) => tunnel::open(proxy, &c.address, deadline, c.timeout).await,
+            Route::Proxy(proxy) => {
+                let ask = if c.tls.is_some() {
+                    tunnel::Ask::Connect
+                } else {
+                    tunnel::Ask::Forward
+                };
+                tunnel::open(proxy, &c.address, ask, deadline, c.timeout).await
+            }
         };
         check.latency_ms = millis(started.elapsed());
         let tcp = match connected {

@@ -103,10 +103,24 @@ pub async fn read_head<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Vec<u8>, 
     }
 }
 
-/// Opens a tunnel to `target` (`host:port`) through `proxy` before `deadline`.
+/// What is asked of the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `CONNECT host:port`, for a TLS endpoint: the tunnel carries the handshake.
+    Connect,
+    /// `HEAD http://host:port/`, for a plain endpoint: the connector fetches those
+    /// (revocation lists, OCSP) with plain HTTP requests the proxy forwards, and many
+    /// proxies (Squid by default) allow CONNECT to port 443 only.
+    Forward,
+}
+
+/// Reaches `target` (`host:port`) through `proxy` before `deadline`: a tunnel for
+/// [`Ask::Connect`], or for [`Ask::Forward`] a forwarded request whose answer says the
+/// path works (the returned socket is then spent).
 pub async fn open(
     proxy: &ProxyAddr,
     target: &str,
+    ask: Ask,
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<TcpStream, Failure> {
@@ -124,10 +138,22 @@ pub async fn open(
                 format!("cannot reach the proxy {proxy}: {e}"),
             )
         })?;
-    let request = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: connwatch-collector/{}\r\nProxy-Connection: Keep-Alive\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
+    let (request, what) = match ask {
+        Ask::Connect => (
+            format!(
+                "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: connwatch-collector/{}\r\nProxy-Connection: Keep-Alive\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            format!("CONNECT {target}"),
+        ),
+        Ask::Forward => (
+            format!(
+                "HEAD http://{target}/ HTTP/1.1\r\nHost: {target}\r\nUser-Agent: connwatch-collector/{}\r\nConnection: close\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            format!("HEAD http://{target}/"),
+        ),
+    };
     let exchange = async {
         tcp.write_all(request.as_bytes())
             .await
@@ -141,16 +167,14 @@ pub async fn open(
             return Err(fail(
                 ConnectOutcome::TimedOut,
                 "",
-                format!("the proxy {proxy} did not answer CONNECT {target} within {timeout:?}"),
+                format!("the proxy {proxy} did not answer {what} within {timeout:?}"),
             ));
         }
         Ok(Err(HeadError::Closed(partial))) if partial.is_empty() => {
             return Err(fail(
                 ConnectOutcome::ProxyRefused,
                 "",
-                format!(
-                    "the proxy {proxy} closed the connection without answering CONNECT {target}"
-                ),
+                format!("the proxy {proxy} closed the connection without answering {what}"),
             ));
         }
         Ok(Err(HeadError::Closed(partial))) => partial,
@@ -159,7 +183,7 @@ pub async fn open(
                 ConnectOutcome::ProxyRefused,
                 "",
                 format!(
-                    "the proxy {proxy} answered CONNECT {target} with a head longer than {MAX_HEAD} bytes"
+                    "the proxy {proxy} answered {what} with a head longer than {MAX_HEAD} bytes"
                 ),
             ));
         }
@@ -167,7 +191,7 @@ pub async fn open(
             return Err(fail(
                 ConnectOutcome::ProxyRefused,
                 "",
-                format!("the connection to the proxy {proxy} failed during CONNECT {target}: {e}"),
+                format!("the connection to the proxy {proxy} failed during {what}: {e}"),
             ));
         }
         Ok(Ok(head)) => head,
@@ -176,12 +200,16 @@ pub async fn open(
         fail(
             ConnectOutcome::ProxyRefused,
             "",
-            format!("the proxy {proxy} did not answer CONNECT {target} properly: {e}"),
+            format!("the proxy {proxy} did not answer {what} properly: {e}"),
         )
     })?;
-    match answer.status {
-        200..=299 => Ok(tcp),
-        407 => {
+    match (ask, answer.status) {
+        (Ask::Connect, 200..=299) => Ok(tcp),
+        // Through a forwarding proxy, any answer but the proxy's own refusals (403,
+        // 407) or its failure to reach the host (502, 503, 504) comes from the host:
+        // the path works, whatever the host thinks of `HEAD /`.
+        (Ask::Forward, status) if !matches!(status, 403 | 407 | 502..=504) => Ok(tcp),
+        (_, 407) => {
             let schemes = if answer.challenges.is_empty() {
                 String::new()
             } else {
@@ -191,7 +219,7 @@ pub async fn open(
                 ConnectOutcome::ProxyAuthRequired,
                 &answer.status_line,
                 format!(
-                    "the proxy {proxy} asks for credentials{schemes} to CONNECT {target}: {}",
+                    "the proxy {proxy} asks for credentials{schemes} to {what}: {}",
                     answer.status_line
                 ),
             ))
@@ -199,10 +227,7 @@ pub async fn open(
         _ => Err(fail(
             ConnectOutcome::ProxyRefused,
             &answer.status_line,
-            format!(
-                "the proxy {proxy} refused CONNECT {target}: {}",
-                answer.status_line
-            ),
+            format!("the proxy {proxy} refused {what}: {}", answer.status_line),
         )),
     }
 }
@@ -210,6 +235,72 @@ pub async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A one-shot proxy that reads a request head, answers `answer`, and hands back
+    /// what it was asked.
+    async fn proxy_answering(answer: &'static str) -> (ProxyAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let asked = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.expect("read");
+            let _ = sock.write_all(answer.as_bytes()).await;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let proxy = ProxyAddr::parse(&format!("http://{addr}")).expect("proxy");
+        (proxy, asked)
+    }
+
+    #[tokio::test]
+    async fn a_plain_endpoint_is_reached_through_a_forwarded_request() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let t = Duration::from_secs(2);
+        // The host answers 404 to `HEAD /`: the path works.
+        let (proxy, asked) = proxy_answering("HTTP/1.1 404 Not Found\r\n\r\n").await;
+        let opened = open(&proxy, "crl3.digicert.com:80", Ask::Forward, deadline, t).await;
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        let asked = asked.await.expect("asked");
+        assert!(
+            asked.starts_with("HEAD http://crl3.digicert.com:80/ HTTP/1.1"),
+            "{asked}"
+        );
+        // The proxy could not reach the host, or refused.
+        for (answer, outcome) in [
+            (
+                "HTTP/1.1 503 Service Unavailable\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\n\r\n",
+                ConnectOutcome::ProxyRefused,
+            ),
+            (
+                "HTTP/1.1 403 Forbidden\r\n\r\n",
+                ConnectOutcome::ProxyRefused,
+            ),
+            (
+                "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM\r\n\r\n",
+                ConnectOutcome::ProxyAuthRequired,
+            ),
+        ] {
+            let (proxy, _) = proxy_answering(answer).await;
+            let failed = open(&proxy, "crl3.digicert.com:80", Ask::Forward, deadline, t)
+                .await
+                .expect_err(answer);
+            assert_eq!(failed.outcome, outcome, "{answer}");
+            assert!(
+                failed.error.contains("HEAD http://crl3.digicert.com:80/"),
+                "{}",
+                failed.error
+            );
+        }
+        // A CONNECT answered 404 is no tunnel.
+        let (proxy, _) = proxy_answering("HTTP/1.1 404 Not Found\r\n\r\n").await;
+        assert!(
+            open(&proxy, "a:443", Ask::Connect, deadline, t)
+                .await
+                .is_err()
+        );
+    }
 
     #[test]
     fn a_long_answer_is_clipped_to_fit_a_report() {
