@@ -102,6 +102,31 @@ fn matches(p: &Process, wanted: &str) -> bool {
             .is_some_and(|n| n == OsStr::new(wanted))
 }
 
+/// How much later than its pid file a process may seem to have started: process start
+/// times are counted from a boot time known to the second, file times are not.
+const START_SLACK_S: u64 = 5;
+
+/// Whether `p`, found under the pid a pid file names, is the service that wrote it.
+/// After a crash the file stays behind and its pid can be handed to any later process;
+/// reading that one as the service would report a dead service as running. So the
+/// process must carry the configured name, when one is given, and must not have
+/// started after the file was written (`written`, seconds since the Unix epoch).
+fn wrote_pid_file(p: &Process, wanted: Option<&str>, written: Option<u64>) -> bool {
+    if let Some(wanted) = wanted
+        && !matches(p, wanted)
+    {
+        tracing::debug!(pid = %p.pid(), name = ?p.name(), wanted, "the pid file names another process");
+        return false;
+    }
+    if let Some(written) = written
+        && p.start_time() > written.saturating_add(START_SLACK_S)
+    {
+        tracing::debug!(pid = %p.pid(), started = p.start_time(), written, "the process started after its pid file was written");
+        return false;
+    }
+    true
+}
+
 fn status_of(config: &ServiceConfig, sys: &mut System) -> Result<ServiceStatus, String> {
     let mut status = ServiceStatus {
         name: config.name.clone(),
@@ -130,7 +155,17 @@ fn status_of(config: &ServiceConfig, sys: &mut System) -> Result<ServiceStatus, 
                 .parse()
                 .map_err(|_| format!("pid file {} does not hold a process id", path.display()))?;
             let pid = Pid::from_u32(pid);
-            process_facts(sys, pid).map(|(uptime, memory)| (pid, uptime, memory))
+            // When the file was written, if the file system says: a process started
+            // after that cannot have written it.
+            let written = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            sys.refresh_processes(ProcessesToUpdate::Some(&[pid]), true);
+            sys.process(pid)
+                .filter(|p| wrote_pid_file(p, config.process.as_deref(), written))
+                .map(|p| (pid, p.run_time(), p.memory()))
         }
         None => {
             let wanted = config.process.as_deref().unwrap_or(&config.name);
@@ -192,17 +227,52 @@ mod tests {
         let pid_file = dir.path().join("svc.pid");
         std::fs::write(&pid_file, child.id().to_string()).expect("write");
         let mut sys = System::new();
-        let by_pid = status_of(&config("x", Some(pid_file.clone())), &mut sys).expect("status");
+        let by_pid =
+            status_of(&config("sleep", Some(pid_file.clone())), &mut sys).expect("status");
         assert_eq!(by_pid.state, ServiceState::Running as i32);
         assert_eq!(by_pid.pid, child.id());
         let by_name = status_of(&config("sleep", None), &mut sys).expect("status");
         assert_eq!(by_name.state, ServiceState::Running as i32);
         child.kill().expect("kill");
         child.wait().expect("wait");
-        let gone = status_of(&config("x", Some(pid_file)), &mut sys).expect("status");
+        let gone = status_of(&config("sleep", Some(pid_file)), &mut sys).expect("status");
         assert_eq!(gone.state, ServiceState::Stopped as i32);
         let never = status_of(&config("no-such-process-xyz", None), &mut sys).expect("status");
         assert_eq!(never.state, ServiceState::Stopped as i32);
+    }
+
+    #[test]
+    fn a_stale_pid_file_naming_another_process_is_not_running() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("svc.pid");
+        std::fs::write(&pid_file, child.id().to_string()).expect("write");
+        let mut sys = System::new();
+        // The pid is alive, but it is `sleep`, not the service.
+        let other = status_of(&config("WAPCSvc", Some(pid_file.clone())), &mut sys);
+        assert_eq!(
+            other.expect("status").state,
+            ServiceState::Stopped as i32,
+            "a pid reused by another program is not the service"
+        );
+        // No name to compare: the process started an hour after the file was written.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&pid_file)
+            .and_then(|f| f.set_modified(hour_ago))
+            .expect("set mtime");
+        let no_name = ServiceConfig {
+            process: None,
+            ..config("x", Some(pid_file))
+        };
+        let later = status_of(&no_name, &mut sys).expect("status");
+        assert_eq!(later.state, ServiceState::Stopped as i32);
+        child.kill().expect("kill");
+        child.wait().expect("wait");
     }
 
     /// A service manager that answers from a table, as the SCM or systemd would.
