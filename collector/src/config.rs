@@ -407,6 +407,9 @@ pub struct Defaults {
     pub log: Option<LogConfig>,
     /// Versions when there is no `[version]` section.
     pub version: VersionConfig,
+    /// Whether this platform has the certificate stores TrustSettings.xml names, so a
+    /// `[[trust_cert]]` with only `settings` can be read (Windows only).
+    pub cert_stores: bool,
 }
 
 impl Defaults {
@@ -445,6 +448,7 @@ impl Defaults {
                 connector: Some(VersionSource::Installed),
                 updater: Some(VersionSource::Installed),
             },
+            cert_stores: true,
         }
     }
 }
@@ -524,7 +528,7 @@ impl Config {
             Some(list) => list
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| trust_cert_config(file, i, t))
+                .map(|(i, t)| trust_cert_config(file, i, t, defaults.cert_stores))
                 .collect::<Result<_, _>>()?,
         };
         let backends = raw
@@ -709,6 +713,7 @@ fn trust_cert_config(
     file: &Path,
     i: usize,
     t: RawTrustCert,
+    cert_stores: bool,
 ) -> Result<TrustCertConfig, ConfigError> {
     if t.path.is_none() && t.settings.is_none() {
         return Err(invalid(
@@ -716,6 +721,17 @@ fn trust_cert_config(
             format!("trust_cert[{i}]"),
             "names neither a certificate `path` nor a TrustSettings.xml `settings` file",
             "set `path` to the certificate file, or `settings` to TrustSettings.xml (on Windows the certificate is then found in its store)",
+        ));
+    }
+    // Without `path` the certificate is looked up in the store TrustSettings.xml
+    // names; where there is no such store every cycle would report it missing and
+    // send the operator to re-register a connector that is fine.
+    if t.path.is_none() && !cert_stores {
+        return Err(invalid(
+            file,
+            format!("trust_cert[{i}].path"),
+            "is missing: with only `settings`, the certificate is read from a Windows certificate store, which this platform does not have",
+            "set `path` to the trust certificate file (PEM or DER); `settings` can stay to supply the expected thumbprint",
         ));
     }
     Ok(TrustCertConfig {
@@ -1097,6 +1113,10 @@ mod tests {
             (
                 "group = \"eu\"\n[[trust_cert]]\nthumbprint = \"AA\"",
                 "trust_cert[0]",
+            ),
+            (
+                "group = \"eu\"\n[[trust_cert]]\nsettings = \"TrustSettings.xml\"",
+                "trust_cert[0].path",
             ),
             (
                 "group = \"eu\"\n[[endpoint]]\naddress = \"a:1\"\nproxy = \"https://p:443\"",
