@@ -3,6 +3,35 @@
 
 use connwatch_shared::finding::Code;
 
+/// Which party of an endpoint check offered only TLS older than 1.2. The collector's
+/// own client offers TLS 1.2 and 1.3 whatever the host's SChannel settings say, so the
+/// old side is always the far one: the endpoint, a proxy's tunnel, or a device that
+/// intercepts TLS on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldTlsSide {
+    /// The endpoint itself answered (the check went direct).
+    Server,
+    /// The check went through a proxy; the proxy or what is behind it answered.
+    Proxy,
+    /// The chain presented is not the service's: a TLS-inspecting device answered.
+    Inspection,
+}
+
+/// What to do about `tls-too-old`, by the side that offered the old versions.
+pub fn tls_too_old(side: OldTlsSide) -> &'static str {
+    match side {
+        OldTlsSide::Server => {
+            "The endpoint offered only TLS older than 1.2, which the connector refuses. The check offers TLS 1.2 and 1.3, so the host's own TLS settings are not the cause: for a service endpoint, make sure the address reaches the genuine service and not a local device answering for it (a load balancer, firewall or DNS override); for an endpoint you run, enable TLS 1.2 or later on it."
+        }
+        OldTlsSide::Proxy => {
+            "The check went through the proxy named in the evidence, and what answered through it offered only TLS older than 1.2. The check offers TLS 1.2 and 1.3, so the host's own TLS settings are not the cause: most often the proxy or a device behind it terminates TLS with an old stack; enable TLS 1.2 or later there, or exempt the connector's traffic to the service's domains."
+        }
+        OldTlsSide::Inspection => {
+            "A device between the host and the service intercepts TLS (the chain is not the service's) and offers only TLS older than 1.2. The host's own TLS settings are not the cause: exempt the connector's traffic to the service's domains from inspection, or enable TLS 1.2 or later on the device."
+        }
+    }
+}
+
 /// The remediation sentence for a finding code.
 pub fn remediation(code: Code) -> &'static str {
     match code {
@@ -39,9 +68,7 @@ pub fn remediation(code: Code) -> &'static str {
         Code::TrustCertIssuer => {
             "The trust certificate was not issued by the expected registration CA (connectorregistrationca.msappproxy.net). The connector presents it to the cloud service, which will not accept it: re-register the connector to obtain a proper certificate."
         }
-        Code::TlsTooOld => {
-            "The host could not negotiate TLS 1.2 or later with this endpoint, which the connector requires. Enable TLS 1.2 in the host's SChannel settings (and for .NET), then restart the connector service."
-        }
+        Code::TlsTooOld => tls_too_old(OldTlsSide::Server),
         Code::TlsIntercepted => {
             "The endpoint presented a certificate chain that does not verify, or is not signed up to one of the expected roots: most often a device between the host and the service is inspecting TLS (the evidence's error says when it is something else, such as the host's clock). Inspection breaks the connector's client-certificate authentication (ConnectorError:Unauthorized); exempt the connector's traffic to the service's domains from TLS inspection."
         }

@@ -3,7 +3,7 @@
 //! every rule is table-tested.
 
 use crate::config::{RulesConfig, Thresholds};
-use crate::remedy::{log_remediation, remediation};
+use crate::remedy::{self, OldTlsSide, log_remediation, remediation};
 use crate::store::{StoredConnector, StoredLogged};
 use crate::version::Version;
 use connwatch_proto::enum_names;
@@ -648,23 +648,38 @@ fn endpoint_findings(f: &mut Findings, r: &Report, observed: i64) {
             continue;
         }
         let Some(tls) = &e.tls else { continue };
+        // Interception is judged only where the endpoint names who must issue its chain
+        // (every default endpoint does); `chain_verified` absent (a collector from
+        // before it) leaves the judgement to `issuer_expected`, as it was.
+        let not_verified = tls.chain_verified == Some(false);
+        let intercepted =
+            tls.issuer_checked && !tls.chain.is_empty() && (not_verified || !tls.issuer_expected);
         if tls.version_too_old {
+            let via_proxy = !matches!(e.via.as_str(), "" | "direct");
+            let (side, who) = if intercepted {
+                (OldTlsSide::Inspection, "a TLS-inspecting device".to_string())
+            } else if via_proxy {
+                (OldTlsSide::Proxy, format!("the proxy {} or what is behind it", e.via))
+            } else {
+                (OldTlsSide::Server, "the endpoint".to_string())
+            };
             let mut evidence = base.clone();
             evidence.push(("protocol".into(), tls.protocol.clone()));
+            evidence.push(("old_side".into(), who));
+            if via_proxy {
+                evidence.push(("via".into(), e.via.clone()));
+            }
             evidence.push(("error".into(), tls.error.clone()));
-            f.push(
+            f.push_with(
                 Code::TlsTooOld,
                 Severity::Critical,
                 format!("{} cannot negotiate TLS 1.2 or later", e.name),
                 evidence,
                 observed,
+                remedy::tls_too_old(side),
             );
         }
-        // Interception is judged only where the endpoint names who must issue its chain
-        // (every default endpoint does); `chain_verified` absent (a collector from
-        // before it) leaves the judgement to `issuer_expected`, as it was.
-        let not_verified = tls.chain_verified == Some(false);
-        if tls.issuer_checked && !tls.chain.is_empty() && (not_verified || !tls.issuer_expected) {
+        if intercepted {
             let leaf_issuer = tls.chain.first().map_or("", |c| c.issuer.as_str());
             let mut evidence = base;
             evidence.push(("leaf_issuer".into(), leaf_issuer.to_string()));

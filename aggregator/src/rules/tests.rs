@@ -914,6 +914,52 @@ fn a_proxy_failure_names_the_proxy_and_its_answer() {
 }
 
 #[test]
+fn tls_too_old_advice_names_the_side_that_offered_old_versions() {
+    let cfg = RulesConfig::default();
+    let old = |via: &str, intercepted: bool| {
+        let mut r = healthy_report();
+        r.endpoints[0].via = via.into();
+        r.endpoints[0].tls = Some(TlsResult {
+            version_too_old: true,
+            protocol: "TLSv1.1".into(),
+            issuer_checked: intercepted,
+            issuer_expected: !intercepted,
+            chain: vec![PresentedCertificate {
+                subject: "CN=svc".into(),
+                issuer: "CN=Somebody".into(),
+                not_after_ms: NOW + DAY_MS,
+            }],
+            ..Default::default()
+        });
+        let eval = eval_one(&entry(r, NOW), &cfg);
+        let f = eval
+            .findings
+            .iter()
+            .find(|f| f.code == Code::TlsTooOld)
+            .cloned()
+            .expect("tls-too-old");
+        let side = f
+            .evidence
+            .iter()
+            .find(|(k, _)| k == "old_side")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        (side, f.remediation)
+    };
+    for (via, intercepted, side, advice) in [
+        ("direct", false, "the endpoint", "on it"),
+        ("", false, "the endpoint", "on it"),
+        ("proxy.contoso.local:8080", false, "the proxy", "behind it"),
+        ("direct", true, "inspecting", "from inspection"),
+    ] {
+        let (got, remedy) = old(via, intercepted);
+        assert!(got.contains(side), "{via} {intercepted}: {got}");
+        assert!(remedy.contains(advice), "{via} {intercepted}: {remedy}");
+        assert!(!remedy.contains("SChannel"), "{remedy}");
+    }
+}
+
+#[test]
 fn tls_interception_table() {
     let cfg = RulesConfig::default();
     let chain = |issuer: &str| {
