@@ -58,7 +58,8 @@ pub struct StoredConnector {
     /// entry holds it) and [`Store::connectors`] puts it back.
     #[prost(message, optional, tag = "6")]
     pub latest: Option<Report>,
-    /// Receive time minus collection time of the latest report.
+    /// Receive time minus send time (or collection time, from collectors that do
+    /// not send one) of the latest report.
     #[prost(int64, tag = "7")]
     pub clock_offset_ms: i64,
     /// The same for the last few reports, newest last, for clock-skew estimates.

@@ -125,6 +125,8 @@ fn realistic(rng: &mut impl Rng, group: &str, now: i64, i: usize) -> Report {
         seq: 0,
         epoch: 0,
         collected_at_ms: now,
+        // A collector stamps this as it sends; a realistic report carries one.
+        sent_at_ms: now,
         group: group.into(),
         collector_version: "0.1.0".into(),
         host: Some(w::HostInfo {

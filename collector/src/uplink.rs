@@ -176,8 +176,12 @@ async fn session(
                 tx.reserve().await
             }, if next.is_some() => {
                 let permit = permit.context("the report stream closed")?;
-                if let Some(report) = next {
+                if let Some(mut report) = next {
                     sent = report.seq;
+                    // Stamped now, not when the cycle ran: the aggregator measures the
+                    // host's clock offset from it, and neither the cycle's slowest
+                    // check nor the report's time in the spool is clock skew.
+                    report.sent_at_ms = connwatch_shared::time::now_ms();
                     permit.send(report);
                 }
                 let now = tokio::time::Instant::now();

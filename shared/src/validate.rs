@@ -10,7 +10,8 @@ use thiserror::Error;
 pub const MAX_REPEATED: usize = 256;
 /// The longest string field of a report, in bytes.
 pub const MAX_STRING: usize = 4096;
-/// How far a report's collection time may lie in the future of the aggregator's clock.
+/// How far a report's collection time may lie after the time it is judged against: the
+/// aggregator's clock for a report without `sent_at_ms`, else its own send time.
 pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 /// How far in the past a report's collection time may lie (a spool may hold old ones).
 pub const MAX_PAST_MS: i64 = 90 * 24 * 3_600_000;
@@ -47,6 +48,18 @@ pub enum ReportError {
         /// The aggregator's time.
         now_ms: UnixMs,
         /// "more than a day ahead of" or "more than 90 days behind".
+        why: &'static str,
+    },
+    /// The collection time does not fit the send time, both on the host's clock.
+    #[error(
+        "collected_at {collected_at_ms} ms is {why} sent_at {sent_at_ms} ms; the report's times are not plausible"
+    )]
+    BadAge {
+        /// The report's collection time.
+        collected_at_ms: UnixMs,
+        /// The report's send time.
+        sent_at_ms: UnixMs,
+        /// "more than a day after" or "more than 90 days before".
         why: &'static str,
     },
     /// An enum field holds a value this version does not know.
@@ -87,24 +100,66 @@ fn known<E: TryFrom<i32>>(field: &'static str, value: i32) -> Result<(), ReportE
         .map_err(|_| ReportError::UnknownEnum { field, value })
 }
 
+/// The host clock's offset from the aggregator's as one report received at
+/// `received_ms` shows it (positive: the host is behind): receive time minus send time,
+/// which only network delay inflates. A report without a send time (from an older
+/// collector) falls back to its collection time, which the cycle's duration and any
+/// time in the spool inflate too.
+pub fn clock_offset_ms(r: &Report, received_ms: UnixMs) -> i64 {
+    let sent = if r.sent_at_ms != 0 {
+        r.sent_at_ms
+    } else {
+        r.collected_at_ms
+    };
+    received_ms.saturating_sub(sent)
+}
+
 /// Validates a report received at `now_ms`.
 pub fn validate_report(r: &Report, now_ms: UnixMs) -> Result<(), ReportError> {
     if r.seq == 0 {
         return Err(ReportError::ZeroSeq);
     }
-    if r.collected_at_ms > now_ms.saturating_add(MAX_FUTURE_MS) {
-        return Err(ReportError::BadTime {
-            collected_at_ms: r.collected_at_ms,
-            now_ms,
-            why: "more than a day ahead of",
-        });
-    }
-    if r.collected_at_ms < now_ms.saturating_sub(MAX_PAST_MS) {
-        return Err(ReportError::BadTime {
-            collected_at_ms: r.collected_at_ms,
-            now_ms,
-            why: "more than 90 days behind",
-        });
+    if r.sent_at_ms != 0 {
+        // The host stamped both times on its own clock, so the report's age is judged
+        // there; how far that clock is from ours is a fact about the host (clock
+        // skew, shown as a finding), not a fault of the report. Refusing it would
+        // leave the connector looking silent, with the wrong advice.
+        if r.sent_at_ms < 0 {
+            return Err(ReportError::BadAge {
+                collected_at_ms: r.collected_at_ms,
+                sent_at_ms: r.sent_at_ms,
+                why: "paired with a negative",
+            });
+        }
+        if r.collected_at_ms > r.sent_at_ms.saturating_add(MAX_FUTURE_MS) {
+            return Err(ReportError::BadAge {
+                collected_at_ms: r.collected_at_ms,
+                sent_at_ms: r.sent_at_ms,
+                why: "more than a day after",
+            });
+        }
+        if r.collected_at_ms < r.sent_at_ms.saturating_sub(MAX_PAST_MS) {
+            return Err(ReportError::BadAge {
+                collected_at_ms: r.collected_at_ms,
+                sent_at_ms: r.sent_at_ms,
+                why: "more than 90 days before",
+            });
+        }
+    } else {
+        if r.collected_at_ms > now_ms.saturating_add(MAX_FUTURE_MS) {
+            return Err(ReportError::BadTime {
+                collected_at_ms: r.collected_at_ms,
+                now_ms,
+                why: "more than a day ahead of",
+            });
+        }
+        if r.collected_at_ms < now_ms.saturating_sub(MAX_PAST_MS) {
+            return Err(ReportError::BadTime {
+                collected_at_ms: r.collected_at_ms,
+                now_ms,
+                why: "more than 90 days behind",
+            });
+        }
     }
     if crate::identity::validate_name(&r.group).is_err() {
         let mut g = r.group.clone();
@@ -214,6 +269,23 @@ mod tests {
     }
 
     #[test]
+    fn a_host_clock_days_off_is_accepted_when_the_report_says_when_it_was_sent() {
+        for off in [-2 * 86_400_000, 2 * 86_400_000, 200 * 86_400_000] {
+            let mut r = ok_report();
+            r.collected_at_ms = NOW + off - 2_000;
+            r.sent_at_ms = NOW + off;
+            assert_eq!(validate_report(&r, NOW), Ok(()), "{off}");
+            assert_eq!(clock_offset_ms(&r, NOW + 30), 30 - off);
+        }
+        // Without a send time, the collection time stands in for it.
+        let mut old = ok_report();
+        old.collected_at_ms = NOW - 2_000;
+        assert_eq!(clock_offset_ms(&old, NOW), 2_000);
+        old.collected_at_ms = NOW + 2 * 86_400_000;
+        assert!(validate_report(&old, NOW).is_err());
+    }
+
+    #[test]
     fn proxy_outcomes_are_known_values() {
         for outcome in [
             wire::ConnectOutcome::ProxyUnreachable,
@@ -243,6 +315,20 @@ mod tests {
             (
                 Box::new(|r| r.collected_at_ms = NOW - MAX_PAST_MS - 1),
                 "behind",
+            ),
+            (
+                Box::new(|r| {
+                    r.sent_at_ms = NOW;
+                    r.collected_at_ms = NOW + MAX_FUTURE_MS + 1;
+                }),
+                "after sent_at",
+            ),
+            (
+                Box::new(|r| {
+                    r.sent_at_ms = NOW;
+                    r.collected_at_ms = NOW - MAX_PAST_MS - 1;
+                }),
+                "before sent_at",
             ),
             (Box::new(|r| r.group = "a b".into()), "group"),
             (

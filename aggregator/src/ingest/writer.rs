@@ -416,7 +416,7 @@ async fn commit(
             replies.push((reply, AckOutcome::Duplicate));
             continue;
         }
-        let offset = received_ms - report.collected_at_ms;
+        let offset = connwatch_shared::validate::clock_offset_ms(&report, received_ms);
         let mut recent_offsets_ms: Vec<i64> = prev
             .map(|p| p.recent_offsets_ms.clone())
             .unwrap_or_default();
