@@ -8,7 +8,6 @@ use crate::rollup::Rollup;
 use crate::rules::{self, ConnectorEval, GroupEval};
 use crate::store::Store;
 use crate::store::StoredConnector;
-use connwatch_proto::enum_names::connect_outcome_name;
 use connwatch_shared::finding::{Code, Finding, Health, Severity};
 use connwatch_shared::time::now_ms;
 use connwatch_shared::wire::query_server::Query;
@@ -163,7 +162,7 @@ fn group_detail(
                         .latest
                         .as_ref()
                         .and_then(|r| r.endpoints.iter().find(|e| e.required && &e.name == name))
-                        .map(|e| connect_outcome_name(e.outcome))
+                        .map(|e| connwatch_shared::render::endpoint_result(e).0)
                         .unwrap_or_default()
                 })
                 .collect(),
@@ -391,6 +390,8 @@ impl Query for QueryService {
                     days_left: left.div_euclid(86_400_000),
                     found: c.found,
                     thumbprint_matched: c.thumbprint_matched,
+                    state: rules::cert_state(c, now, self.rules.for_group(&entry.group))
+                        .to_string(),
                 });
             }
         }

@@ -10,7 +10,9 @@ use connwatch_proto::enum_names;
 use connwatch_shared::finding::{Code, Finding, Health, Scope, Severity};
 use connwatch_shared::logsig;
 use connwatch_shared::time::{compact_ms, rfc3339};
-use connwatch_shared::wire::{ConnectOutcome, Report, ServiceRole, ServiceState, StartType};
+use connwatch_shared::wire::{
+    ConnectOutcome, Report, ServiceRole, ServiceState, StartType, TrustCertificate,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 const DAY_MS: i64 = 86_400_000;
@@ -484,6 +486,40 @@ impl Findings {
     }
 }
 
+/// What the certificate findings make of one trust certificate, as one word for the
+/// certificate listing: `missing`, `mismatch`, `expired`, `wrong-issuer`, `critical`,
+/// `warning` or `ok`. Uses the same thresholds and comparisons as the findings, so the
+/// listing never disagrees with them.
+pub fn cert_state(c: &TrustCertificate, now_ms: i64, t: &Thresholds) -> &'static str {
+    if !c.found {
+        return "missing";
+    }
+    if !c.thumbprint_matched {
+        return "mismatch";
+    }
+    let left = c.not_after_ms - now_ms;
+    if left <= 0 {
+        "expired"
+    } else if !issuer_expected(c, t) {
+        "wrong-issuer"
+    } else if left <= ms(t.cert_critical) {
+        "critical"
+    } else if left <= ms(t.cert_warning) {
+        "warning"
+    } else {
+        "ok"
+    }
+}
+
+/// Whether a certificate's issuer is one of the expected ones (any, when none is set).
+fn issuer_expected(c: &TrustCertificate, t: &Thresholds) -> bool {
+    let issuer = c.issuer.to_ascii_lowercase();
+    t.expected_cert_issuers.is_empty()
+        || t.expected_cert_issuers
+            .iter()
+            .any(|e| issuer.contains(&e.to_ascii_lowercase()))
+}
+
 fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, t: &Thresholds) {
     for c in &r.trust_certs {
         if !c.found || !c.thumbprint_matched {
@@ -495,11 +531,18 @@ fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, t: &T
             } else {
                 c.error.clone()
             };
+            let mut evidence = vec![("source".into(), c.source.clone()), ("reason".into(), why)];
+            // Both thumbprints in full, each on its own line: what an operator compares
+            // with the portal and the certificate store.
+            if c.found {
+                evidence.push(("thumbprint".into(), c.thumbprint.clone()));
+                evidence.push(("expected_thumbprint".into(), c.expected_thumbprint.clone()));
+            }
             f.push(
                 Code::TrustCertMissing,
                 Severity::Critical,
                 format!("no usable trust certificate at {}", c.source),
-                vec![("source".into(), c.source.clone()), ("reason".into(), why)],
+                evidence,
                 observed,
             );
             continue;
@@ -513,13 +556,7 @@ fn cert_findings(f: &mut Findings, r: &Report, now_ms: i64, observed: i64, t: &T
             ("not_after".into(), rfc3339(c.not_after_ms)),
             ("days_left".into(), (left.div_euclid(DAY_MS)).to_string()),
         ];
-        let issuer = c.issuer.to_ascii_lowercase();
-        if !t.expected_cert_issuers.is_empty()
-            && !t
-                .expected_cert_issuers
-                .iter()
-                .any(|e| issuer.contains(&e.to_ascii_lowercase()))
-        {
+        if !issuer_expected(c, t) {
             f.push(
                 Code::TrustCertIssuer,
                 Severity::Critical,
@@ -657,9 +694,15 @@ fn endpoint_findings(f: &mut Findings, r: &Report, observed: i64) {
         if tls.version_too_old {
             let via_proxy = !matches!(e.via.as_str(), "" | "direct");
             let (side, who) = if intercepted {
-                (OldTlsSide::Inspection, "a TLS-inspecting device".to_string())
+                (
+                    OldTlsSide::Inspection,
+                    "a TLS-inspecting device".to_string(),
+                )
             } else if via_proxy {
-                (OldTlsSide::Proxy, format!("the proxy {} or what is behind it", e.via))
+                (
+                    OldTlsSide::Proxy,
+                    format!("the proxy {} or what is behind it", e.via),
+                )
             } else {
                 (OldTlsSide::Server, "the endpoint".to_string())
             };

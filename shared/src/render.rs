@@ -3,9 +3,28 @@
 //! shows for a connector's latest report.
 
 use crate::time::{compact_ms, now_ms, rfc3339};
-use crate::wire::{ConnectOutcome, Report, ServiceState};
+use crate::wire::{ConnectOutcome, EndpointCheck, Report, ServiceState};
 use connwatch_proto::enum_names::{connect_outcome_name, service_role_name, service_state_name};
 use std::fmt::Write;
+
+/// An endpoint check's result in one word, and whether it is good: the connect
+/// outcome (`ok`, `refused`, ...), or for a TLS endpoint that connected, what the
+/// handshake showed: `tls-too-old`, `unexpected-ca` (a chain from outside the expected
+/// roots) or `tls-error` (it failed or did not verify). The checklist and the group's
+/// reachability matrix both say it this way.
+pub fn endpoint_result(e: &EndpointCheck) -> (String, bool) {
+    let connected = e.outcome == ConnectOutcome::Ok as i32;
+    match (&e.tls, connected) {
+        (Some(t), true) if t.version_too_old => ("tls-too-old".into(), false),
+        (Some(t), true) if t.issuer_checked && !t.issuer_expected => {
+            ("unexpected-ca".into(), false)
+        }
+        (Some(t), true) if !t.error.is_empty() || t.chain_verified == Some(false) => {
+            ("tls-error".into(), false)
+        }
+        _ => (connect_outcome_name(e.outcome), connected),
+    }
+}
 
 /// Renders a report as a checklist.
 pub fn report(report: &Report) -> String {
@@ -81,9 +100,8 @@ pub fn report(report: &Report) -> String {
         );
     }
     for e in &report.endpoints {
+        let (result, ok) = endpoint_result(e);
         let connected = e.outcome == ConnectOutcome::Ok as i32;
-        let mut result = connect_outcome_name(e.outcome);
-        let mut ok = connected;
         // The path is shown so a check that went through a proxy reads differently
         // from one that went direct; older collectors leave it empty (direct).
         let path = match e.via.as_str() {
@@ -100,13 +118,6 @@ pub fn report(report: &Report) -> String {
         };
         if let (Some(t), true) = (&e.tls, connected) {
             let top = t.chain.last().map(|c| c.issuer.as_str()).unwrap_or("");
-            if t.version_too_old {
-                (result, ok) = ("tls-too-old".into(), false);
-            } else if t.issuer_checked && !t.issuer_expected {
-                (result, ok) = ("unexpected-ca".into(), false);
-            } else if !t.error.is_empty() {
-                (result, ok) = ("tls-error".into(), false);
-            }
             if t.protocol.is_empty() {
                 detail = format!("{detail}, {}", t.error);
             } else {

@@ -22,7 +22,9 @@ async fn a_hung_check_does_not_count_as_clock_offset() {
         &agg,
         &tls,
         "2500ms",
-        &format!("[[endpoint]]\nname = \"hole\"\naddress = \"{addr}\"\ntls = true\ntimeout = \"1500ms\"\n"),
+        &format!(
+            "[[endpoint]]\nname = \"hole\"\naddress = \"{addr}\"\ntls = true\ntimeout = \"1500ms\"\n"
+        ),
     );
     let detail = eventually(
         Duration::from_secs(30),

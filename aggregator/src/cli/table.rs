@@ -84,8 +84,9 @@ pub fn group(g: &w::GroupDetail, now_ms: i64, colour: bool) -> String {
     }
     out.push_str(&connectors(&g.members, now_ms, colour));
     if !g.endpoints.is_empty() {
-        const SHOWN: usize = 6;
-        const WIDTH: usize = 11;
+        // Wide enough for every result word (`unexpected-ca`), within 100 columns.
+        const SHOWN: usize = 5;
+        const WIDTH: usize = 13;
         out.push_str("\nreachability of required endpoints (active members)\n");
         let _ = write!(out, "{:<24}", "CONNECTOR");
         for e in g.endpoints.iter().take(SHOWN) {
@@ -118,28 +119,33 @@ pub fn certs(certs: &[w::CertEntry], colour: bool) -> String {
         return "no trust certificates\n".into();
     }
     let mut out = format!(
-        "{:<22} {:<14} {:>9}  {:<20} {:<9} {}\n",
+        "{:<22} {:<14} {:>9}  {:<20} {:<12} {}\n",
         "CONNECTOR", "GROUP", "DAYS LEFT", "NOT AFTER", "STATE", "THUMBPRINT"
     );
     for c in certs {
-        // The word shown, and the health whose colour it takes.
-        let (word, health) = match (c.found, c.thumbprint_matched, c.days_left) {
-            (false, _, _) => ("missing", "critical"),
-            (true, false, _) => ("mismatch", "critical"),
-            (true, true, d) if d < 0 => ("expired", "critical"),
-            (true, true, d) if d < 7 => ("critical", "critical"),
-            (true, true, d) if d < 30 => ("warning", "warning"),
-            _ => ("ok", "healthy"),
+        // The aggregator judges each certificate with its group's thresholds, as the
+        // findings do; one that does not (an older aggregator) gets the defaults.
+        let word = if c.state.is_empty() {
+            match (c.found, c.thumbprint_matched, c.days_left) {
+                (false, _, _) => "missing",
+                (true, false, _) => "mismatch",
+                (true, true, d) if d < 0 => "expired",
+                (true, true, d) if d < 7 => "critical",
+                (true, true, d) if d < 30 => "warning",
+                _ => "ok",
+            }
+        } else {
+            c.state.as_str()
         };
         let state = if colour {
-            let code = match health {
-                "critical" => "31",
+            let code = match word {
+                "ok" => "32",
                 "warning" => "33",
-                _ => "32",
+                _ => "31",
             };
-            format!("\x1b[{code}m{word:<9}\x1b[0m")
+            format!("\x1b[{code}m{word:<12}\x1b[0m")
         } else {
-            format!("{word:<9}")
+            format!("{word:<12}")
         };
         let _ = writeln!(
             out,
@@ -157,7 +163,7 @@ pub fn certs(certs: &[w::CertEntry], colour: bool) -> String {
                 "-".into()
             },
             state,
-            clip(&c.thumbprint, 20)
+            clip(&c.thumbprint, 17)
         );
     }
     out
@@ -250,15 +256,59 @@ pub fn connector(d: &w::ConnectorDetail, now_ms: i64, colour: bool) -> String {
             f.code,
             f.summary
         );
+        // Evidence is wrapped, never cut: thumbprints, chains and errors are what an
+        // operator compares and searches for.
         for e in &f.evidence {
-            let _ = writeln!(out, "    {}: {}", e.key, clip(&e.value, 80));
+            out.push_str(&wrap(&format!("    {}: ", e.key), &e.value, "      "));
         }
-        let _ = writeln!(out, "  what to do: {}", f.remediation);
+        out.push_str(&wrap("  what to do: ", &f.remediation, "    "));
     }
     if let Some(r) = &d.latest {
         out.push_str("\nlatest report\n");
         out.push_str(&connwatch_shared::render::report(r));
     }
+    out
+}
+
+/// The widest line of text outside the tables.
+const TEXT_WIDTH: usize = 100;
+
+/// `head` then `text`, broken at spaces into lines of at most [`TEXT_WIDTH`] columns,
+/// later lines starting with `indent`. A word longer than a line is split, never cut.
+fn wrap(head: &str, text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = head.to_string();
+    let mut width = line.chars().count();
+    let mut fresh = true;
+    for word in text.split(' ') {
+        let len = word.chars().count();
+        if !fresh && width + 1 + len > TEXT_WIDTH {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_string();
+            width = line.chars().count();
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+            width += 1;
+        }
+        let mut rest: Vec<char> = word.chars().collect();
+        while width + rest.len() > TEXT_WIDTH && TEXT_WIDTH > width {
+            let room = TEXT_WIDTH - width;
+            let piece: String = rest.drain(..room).collect();
+            line.push_str(&piece);
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+            width = line.chars().count();
+        }
+        width += rest.len();
+        line.extend(rest);
+        fresh = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
     out
 }
 
@@ -287,4 +337,64 @@ pub fn history(h: &w::HistoryResponse) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evidence(key: &str, value: &str) -> w::Evidence {
+        w::Evidence {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn connector_evidence_is_wrapped_never_cut() {
+        let thumb = "4905CC64B2D81BBED60962ECC5DCF63F643CCD55";
+        let reason = format!(
+            "certificate {thumb} does not match the expected thumbprint 130F8C042BB18114F038836735FF04D4883E480D"
+        );
+        let unbroken = "x".repeat(250);
+        let d = w::ConnectorDetail {
+            findings: vec![w::Finding {
+                code: "trust-cert-missing".into(),
+                summary: "no usable trust certificate".into(),
+                evidence: vec![evidence("reason", &reason), evidence("blob", &unbroken)],
+                remediation: "word ".repeat(60),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = connector(&d, 0, false);
+        for l in text.lines() {
+            assert!(l.chars().count() <= TEXT_WIDTH, "{l}");
+        }
+        assert!(!text.contains('…'), "{text}");
+        let joined: String = text.split_whitespace().collect();
+        assert!(joined.contains(&reason.replace(' ', "")), "{text}");
+        assert!(joined.contains(&unbroken), "{text}");
+        assert_eq!(text.matches("word").count(), 60);
+    }
+
+    #[test]
+    fn the_cert_table_shows_the_state_the_aggregator_judged() {
+        let c = |state: &str| w::CertEntry {
+            connector: "c1".into(),
+            found: true,
+            thumbprint_matched: true,
+            days_left: 40,
+            thumbprint: "4905CC64B2D81BBED60962ECC5DCF63F643CCD55".into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let text = certs(&[c("wrong-issuer"), c("warning")], false);
+        assert!(text.contains("wrong-issuer"), "{text}");
+        assert!(text.contains("warning"), "{text}");
+        assert!(!text.contains(" ok "), "{text}");
+        for l in text.lines() {
+            assert!(l.chars().count() <= 100, "{l}");
+        }
+    }
 }

@@ -227,8 +227,7 @@ mod tests {
         let pid_file = dir.path().join("svc.pid");
         std::fs::write(&pid_file, child.id().to_string()).expect("write");
         let mut sys = System::new();
-        let by_pid =
-            status_of(&config("sleep", Some(pid_file.clone())), &mut sys).expect("status");
+        let by_pid = status_of(&config("sleep", Some(pid_file.clone())), &mut sys).expect("status");
         assert_eq!(by_pid.state, ServiceState::Running as i32);
         assert_eq!(by_pid.pid, child.id());
         let by_name = status_of(&config("sleep", None), &mut sys).expect("status");
