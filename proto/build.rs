@@ -18,6 +18,13 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("connwatch.v1.Alert.severity", "severity"),
 ];
 
+/// 64-bit ids written as JSON strings: random ones pass 2^53, beyond which jq and
+/// JavaScript round a JSON number to a different id.
+const U64_ID_FIELDS: &[&str] = &[
+    "connwatch.v1.Report.epoch",
+    "connwatch.v1.HistoryEntry.epoch",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "connwatch/v1/report.proto",
@@ -46,6 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.field_attribute(
             field,
             format!("#[serde(serialize_with = \"crate::enum_names::{func}\")]"),
+        );
+    }
+    for field in U64_ID_FIELDS {
+        builder = builder.field_attribute(
+            field,
+            "#[serde(serialize_with = \"crate::json::u64_string\")]",
         );
     }
     builder.compile_fds(fds)?;

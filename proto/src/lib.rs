@@ -12,6 +12,7 @@ pub mod v1 {
 }
 
 pub mod enum_names;
+pub mod json;
 pub mod listing;
 
 /// The encoded file descriptor set, served by gRPC reflection.

@@ -536,7 +536,11 @@ pub fn stored(agg: &Aggregator, pki: &Pki, connector: &str) -> Vec<(u64, u64)> {
             a.iter()
                 .map(|e| {
                     (
-                        e["epoch"].as_u64().unwrap_or(0),
+                        // Epochs are JSON strings: jq and JavaScript would round them.
+                        e["epoch"]
+                            .as_str()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0),
                         e["seq"].as_u64().unwrap_or(0),
                     )
                 })
