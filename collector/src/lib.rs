@@ -26,7 +26,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             config.file.display()
         )
     })?;
-    let tls = aggregator.tls.load()?;
+    let tls =
+        aggregator
+            .tls
+            .load()
+            .map_err(|e| match aggregator.tls.key_for(&e, "aggregator") {
+                Some(key) => {
+                    anyhow::Error::new(e).context(format!("{}: key `{key}`", config.file.display()))
+                }
+                None => anyhow::Error::new(e),
+            })?;
     let config = Arc::new(config);
     let probes = probe::build(&config, &platform::current());
     let spool = Arc::new(spool::Spool::open(

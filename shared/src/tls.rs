@@ -42,6 +42,17 @@ pub enum TlsError {
     },
 }
 
+impl TlsError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            TlsError::Read { path, .. }
+            | TlsError::Empty { path, .. }
+            | TlsError::Invalid { path, .. } => path,
+        }
+    }
+}
+
 /// Paths of the PEM files one side of a mutual-TLS connection needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -68,6 +79,17 @@ pub struct TlsMaterial {
 const FIX_CERT: &str = "issue one with `connwatch-aggregator ca init` / `ca issue`";
 
 impl TlsFiles {
+    /// The config key that names the file an error is about, as `section.ca`,
+    /// `section.cert` or `section.key` (`None` when it names none of them), so an error
+    /// can say which setting to fix as well as which file.
+    pub fn key_for(&self, error: &TlsError, section: &str) -> Option<String> {
+        let path = error.path();
+        [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)]
+            .into_iter()
+            .find(|(_, p)| p.as_path() == path)
+            .map(|(k, _)| format!("{section}.{k}"))
+    }
+
     /// Reads the three files and checks that each holds what it should.
     pub fn load(&self) -> Result<TlsMaterial, TlsError> {
         let ca_pem = read(&self.ca)?;

@@ -80,6 +80,41 @@ fn every_example_config_passes_check_config() {
 }
 
 #[test]
+fn the_aggregator_example_sends_to_no_sink_a_new_user_lacks_and_names_missing_files() {
+    let text = std::fs::read_to_string(deploy("aggregator.example.toml")).expect("read");
+    for section in ["[[alert.webhook]]", "[alert.alertmanager]"] {
+        assert!(
+            !text.lines().any(|l| l.trim() == section),
+            "{section} is enabled in the example"
+        );
+        assert!(
+            text.contains(&format!("# {section}")),
+            "{section} is documented"
+        );
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let config = localise(root.path(), &pki, "aggregator.example.toml");
+    let good = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        good.replacen("/certs/server.pem", "/certs/missing.pem", 1),
+    )
+    .expect("write");
+    let out = run(
+        "connwatch-aggregator",
+        &["serve", "--check-config"],
+        &config,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`tls.cert`") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_windows_example_names_only_windows_paths() {
     let text = std::fs::read_to_string(deploy("windows/collector.toml")).expect("read");
     for line in text.lines().filter(|l| l.contains(" = '")) {
@@ -114,7 +149,7 @@ fn broken_configs_name_the_file_the_key_and_the_fix() {
         (
             "/certs/collector.pem",
             "/certs/missing.pem",
-            &["missing.pem", "ca issue"][..],
+            &["missing.pem", "ca issue", "`aggregator.cert`"][..],
         ),
     ] {
         assert!(good.contains(from), "example lacks {from}");
