@@ -233,6 +233,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let connect = Connect {
         aggregator: format!("https://{agg_addr}"),
         certs: certs.clone(),
+        operator: None,
         ca: None,
         cert: None,
         key: None,

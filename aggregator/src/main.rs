@@ -2,8 +2,9 @@
 //! logging and TLS, and hands over to the library: the server, the operator CLI, the
 //! certificate commands or the demo.
 //!
-//! Exit codes: 0 success; 2 bad usage; 3 the command failed (unreachable aggregator,
-//! bad config, refused certificate).
+//! Exit codes: 0 success; 2 bad usage; 3 the command failed or got no answer
+//! (unreachable aggregator, bad config, refused certificate); 4 the aggregator has no
+//! such connector or group. `check` adds 1 (warnings) and 2 (critical findings).
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -28,13 +29,19 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Stores connector health reports and answers operators' questions about the fleet.
 #[derive(Debug, Parser)]
-#[command(name = "connwatch-aggregator", version = connwatch_shared::version!(), about, long_about = None)]
+#[command(
+    name = "connwatch-aggregator",
+    version = connwatch_shared::version!(),
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success; 1 `check` found warnings; 2 bad usage, or `check` found critical findings; 3 the command failed or the aggregator gave no answer (unreachable, certificate refused); 4 no such connector or group."
+)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `connwatch_aggregator=trace`); default: RUST_LOG, else info.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = logging::parse_level)]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -172,7 +179,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            if e.downcast_ref::<cli::NotFound>().is_some() {
+                ExitCode::from(cli::EXIT_NOT_FOUND)
+            } else {
+                ExitCode::from(cli::EXIT_NO_ANSWER)
+            }
         }
     }
 }
@@ -210,7 +221,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             // Builds the whole TLS set-up, revocation list included, so a bad file is
             // reported now rather than at the first connection.
-            config.tls.server_config(config.tls_crl.as_deref())?;
+            config
+                .tls
+                .server_config(config.tls_crl.as_deref())
+                .map_err(|e| {
+                    let key = config
+                        .tls
+                        .key_for(&e, "tls")
+                        .unwrap_or_else(|| "tls.crl".into());
+                    anyhow::Error::new(e).context(format!("{}: key `{key}`", config.file.display()))
+                })?;
             if check_config {
                 println!(
                     "{}: ok (listen {}, store {}, {} declared groups)",

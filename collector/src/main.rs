@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `connwatch_collector=trace`); default: RUST_LOG, else info.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = logging::parse_level)]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -144,7 +144,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             if check_config {
                 if let Some(a) = &config.aggregator {
-                    a.tls.load()?;
+                    a.tls
+                        .load()
+                        .map_err(|e| match a.tls.key_for(&e, "aggregator") {
+                            Some(key) => anyhow::Error::new(e)
+                                .context(format!("{}: key `{key}`", config.file.display())),
+                            None => anyhow::Error::new(e),
+                        })?;
                 }
                 println!(
                     "{}: ok (group {}, {} services, {} endpoints, {} trust certificates)",

@@ -16,6 +16,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// The level names a filter directive may end in.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a `--log-level` value, for use as a clap value parser: a level (`info`), or
+/// comma-separated `target=level` directives. A bare word that is not a level would
+/// be taken by the filter as a target name and silently log nothing useful (`verbose`,
+/// `warning`), so it is refused with the words that work.
+pub fn parse_level(text: &str) -> Result<String, String> {
+    let usage = "use trace, debug, info, warn, error or off, or target=level such as `connwatch_aggregator=debug`";
+    for directive in text.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!(
+                "`{directive}` is not a log level or filter: {usage}"
+            ));
+        }
+    }
+    EnvFilter::try_new(text).map_err(|e| format!("`{text}` is not a log filter ({e}): {usage}"))?;
+    Ok(text.to_string())
+}
+
 /// Installs the global subscriber, writing to stderr. `level` is an `EnvFilter`
 /// directive such as `info` or `connwatch_aggregator=debug`; without one, `RUST_LOG`
 /// decides, and without that, `info`. Colour only on a terminal (and not with
@@ -134,6 +155,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_and_filters_are_checked() {
+        for ok in ["info", "DEBUG", "warn,connwatch_aggregator=trace", "off"] {
+            assert_eq!(parse_level(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["verbose", "warning", "info,chatty", "x=loud", ""] {
+            let err = parse_level(bad).expect_err(bad);
+            assert!(err.contains("trace, debug"), "{err}");
+        }
+    }
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 

@@ -110,7 +110,8 @@ pub enum QueryCommand {
         severity: Option<String>,
     },
     /// Health check for scripts and monitoring: exit 0 when healthy, 1 with warnings,
-    /// 2 with critical findings, 3 when the aggregator cannot answer.
+    /// 2 with critical findings, 3 when the aggregator cannot answer. Findings matched by
+    /// an active silence are not counted (the output says how many).
     Check {
         #[command(flatten)]
         connect: Connect,
@@ -295,14 +296,55 @@ impl QueryCommand {
                 out.show(&findings, |v| table::findings(v, colour))?;
             }
             QueryCommand::Check { connect, out } => {
-                let s = connect
-                    .client()
-                    .await?
+                let channel = connect.channel().await?;
+                let mut query = w::query_client::QueryClient::new(channel.clone());
+                let s = query
                     .status(w::StatusRequest { max_findings: 1 })
                     .await
                     .map_err(explain)?;
                 let s = s.into_inner();
-                let mut verdict = Verdict::of(&s);
+                let silences: Vec<w::Silence> = w::alerts_client::AlertsClient::new(channel)
+                    .list_silences(w::ListSilencesRequest {})
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .silences
+                    .into_iter()
+                    .filter(|s| s.active)
+                    .collect();
+                let mut verdict = if silences.is_empty() {
+                    Verdict::of(&s)
+                } else {
+                    // A silenced finding is one an operator has taken on: it must not
+                    // fail the check, so every finding is judged against the silences
+                    // with the labels its alert would carry.
+                    let findings = query
+                        .list_findings(w::ListFindingsRequest {
+                            code: String::new(),
+                            min_severity: w::Severity::Warning as i32,
+                        })
+                        .await
+                        .map_err(explain)?
+                        .into_inner()
+                        .findings;
+                    let groups: std::collections::HashMap<String, String> = query
+                        .list_connectors(w::ListConnectorsRequest::default())
+                        .await
+                        .map_err(explain)?
+                        .into_inner()
+                        .connectors
+                        .into_iter()
+                        .map(|c| (c.id, c.group))
+                        .collect();
+                    Verdict::judge(&findings, |f| {
+                        let group = if f.scope == "group" {
+                            f.subject.clone()
+                        } else {
+                            groups.get(&f.subject).cloned().unwrap_or_default()
+                        };
+                        is_silenced(f, &group, &silences)
+                    })
+                };
                 if !s.ingest_problem.is_empty() {
                     verdict.status = "critical";
                     verdict.worst = Some(format!("ingest stopped: {}", s.ingest_problem));
@@ -319,17 +361,46 @@ impl QueryCommand {
     }
 }
 
+/// Whether an active silence matches the labels the finding's alert would carry.
+fn is_silenced(f: &w::Finding, group: &str, silences: &[w::Silence]) -> bool {
+    let mut labels: Vec<(&str, String)> = vec![
+        ("code", f.code.clone()),
+        (
+            "severity",
+            connwatch_proto::enum_names::severity_name(f.severity),
+        ),
+        ("scope", f.scope.clone()),
+        ("group", group.to_string()),
+    ];
+    if let Some(code) = connwatch_shared::finding::Code::parse(&f.code) {
+        labels.push(("alertname", crate::alert::state::alert_name(code)));
+    }
+    if f.scope == "connector" {
+        labels.push(("connector", f.subject.clone()));
+    }
+    silences.iter().any(|s| {
+        !s.matchers.is_empty()
+            && s.matchers.iter().all(|m| {
+                labels
+                    .iter()
+                    .any(|(name, value)| *name == m.name && *value == m.value)
+            })
+    })
+}
+
 /// The outcome of `check`, in the Nagios convention.
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
 pub struct Verdict {
     /// `ok`, `warning` or `critical`.
     pub status: &'static str,
-    /// Critical findings.
+    /// Critical findings, silenced ones left out.
     pub critical: usize,
-    /// Warnings.
+    /// Warnings, silenced ones left out.
     pub warning: usize,
-    /// The most severe finding, as `code on subject`.
+    /// The most severe finding not silenced, as `code on subject`.
     pub worst: Option<String>,
+    /// Warnings and critical findings left out because a silence matches them.
+    pub silenced: usize,
 }
 
 impl Verdict {
@@ -365,6 +436,27 @@ impl Verdict {
             critical,
             warning,
             worst,
+            silenced: 0,
+        }
+    }
+
+    /// Judges a fleet by its findings (most severe first), leaving out the silenced.
+    pub fn judge(findings: &[w::Finding], silenced: impl Fn(&w::Finding) -> bool) -> Verdict {
+        let serious = |f: &&w::Finding| f.severity >= w::Severity::Warning as i32;
+        let (quiet, loud): (Vec<&w::Finding>, Vec<&w::Finding>) =
+            findings.iter().filter(serious).partition(|f| silenced(f));
+        let count = |s: w::Severity| loud.iter().filter(|f| f.severity == s as i32).count();
+        let (critical, warning) = (count(w::Severity::Critical), count(w::Severity::Warning));
+        Verdict {
+            status: match (critical, warning) {
+                (0, 0) => "ok",
+                (0, _) => "warning",
+                _ => "critical",
+            },
+            critical,
+            warning,
+            worst: loud.first().map(|f| format!("{} on {}", f.code, f.subject)),
+            silenced: quiet.len(),
         }
     }
 
@@ -380,10 +472,14 @@ impl Verdict {
     /// One line for humans and monitoring systems.
     pub fn line(&self) -> String {
         let head = self.status.to_ascii_uppercase();
+        let silenced = match self.silenced {
+            0 => String::new(),
+            n => format!("; {n} silenced (not counted)"),
+        };
         match &self.worst {
-            None => format!("{head}: no warnings or critical findings"),
+            None => format!("{head}: no warnings or critical findings{silenced}"),
             Some(w) => format!(
-                "{head}: {} critical, {} warning; worst: {w}",
+                "{head}: {} critical, {} warning; worst: {w}{silenced}",
                 self.critical, self.warning
             ),
         }
@@ -434,6 +530,43 @@ mod tests {
         assert_eq!(crit.exit_code(), 2);
         assert_eq!(crit.worst.as_deref(), Some("group-down on x"));
         assert!(crit.line().starts_with("CRITICAL: 1 critical, 1 warning"));
+    }
+
+    #[test]
+    fn silenced_findings_do_not_fail_the_check() {
+        let silence = w::Silence {
+            matchers: vec![w::Matcher {
+                name: "code".into(),
+                value: "group-down".into(),
+            }],
+            active: true,
+            ..Default::default()
+        };
+        let mut down = f("group-down", w::Severity::Critical);
+        down.scope = "group".into();
+        let findings = [down, f("inactive", w::Severity::Warning)];
+        let v = Verdict::judge(&findings, |f| {
+            is_silenced(f, "eu", std::slice::from_ref(&silence))
+        });
+        assert_eq!((v.critical, v.warning, v.silenced), (0, 1, 1));
+        assert_eq!(v.exit_code(), 1);
+        assert!(
+            v.line().ends_with("1 silenced (not counted)"),
+            "{}",
+            v.line()
+        );
+        let by_group = w::Silence {
+            matchers: vec![w::Matcher {
+                name: "group".into(),
+                value: "eu".into(),
+            }],
+            active: true,
+            ..Default::default()
+        };
+        let all = Verdict::judge(&findings, |f| {
+            is_silenced(f, "eu", std::slice::from_ref(&by_group))
+        });
+        assert_eq!((all.status, all.silenced, all.exit_code()), ("ok", 2, 0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use connwatch_shared::tls::TlsFiles;
 use connwatch_shared::wire::query_client::QueryClient;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -21,23 +21,27 @@ pub const OPERATOR_WINDOW: u32 = 8 << 20;
 /// How to reach the aggregator as an operator.
 #[derive(Debug, Clone, Args)]
 pub struct Connect {
-    /// The aggregator's address.
+    /// The aggregator's address: `host:port` or `https://host:port`.
     #[arg(
         long,
         env = "CONNWATCH_AGGREGATOR",
         default_value = "https://127.0.0.1:7443"
     )]
     pub aggregator: String,
-    /// Folder with ca.pem, operator.pem and operator.key (as `ca init` writes them).
+    /// Folder with ca.pem and an operator certificate: operator.pem/.key (as `ca init`
+    /// writes them), else the only operator-NAME.pem/.key (as `ca issue` writes them).
     #[arg(long, env = "CONNWATCH_CERTS", default_value = "/etc/connwatch/certs")]
     pub certs: PathBuf,
+    /// Use <certs>/operator-NAME.pem and .key (from `ca issue --role operator --name NAME`).
+    #[arg(long, env = "CONNWATCH_OPERATOR")]
+    pub operator: Option<String>,
     /// The CA certificate (default: <certs>/ca.pem).
     #[arg(long, env = "CONNWATCH_CA")]
     pub ca: Option<PathBuf>,
-    /// The operator certificate (default: <certs>/operator.pem).
+    /// The operator certificate (default: found in --certs).
     #[arg(long, env = "CONNWATCH_CERT")]
     pub cert: Option<PathBuf>,
-    /// The operator key (default: <certs>/operator.key).
+    /// The operator key (default: the certificate's, .pem -> .key).
     #[arg(long, env = "CONNWATCH_KEY")]
     pub key: Option<PathBuf>,
     /// The name on the aggregator's certificate (default: the address's host).
@@ -48,19 +52,85 @@ pub struct Connect {
     pub timeout: Duration,
 }
 
+/// Exit code: the command failed or the aggregator gave no answer (unreachable, a
+/// refused certificate, a broken config).
+pub const EXIT_NO_ANSWER: u8 = 3;
+/// Exit code: the aggregator answered that the connector or group asked for does not
+/// exist.
+pub const EXIT_NOT_FOUND: u8 = 4;
+
+/// The aggregator answered, and has no such connector or group.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// The operator certificate's file stem in `certs`: `operator`-`NAME` when a name is
+/// given; else `operator` when operator.pem is there; else the only `operator-NAME`.
+fn operator_stem(certs: &Path, name: Option<&str>) -> anyhow::Result<String> {
+    if let Some(name) = name {
+        return Ok(format!("operator-{name}"));
+    }
+    if certs.join("operator.pem").exists() {
+        return Ok("operator".into());
+    }
+    let mut named: Vec<String> = std::fs::read_dir(certs)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| {
+                    n.strip_suffix(".pem")
+                        .filter(|stem| stem.starts_with("operator-"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    named.sort();
+    match named.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Ok("operator".into()),
+        several => anyhow::bail!(
+            "{} holds no operator.pem but several named operator certificates ({}); choose one with --operator NAME",
+            certs.display(),
+            several
+                .iter()
+                .map(|s| format!("{s}.pem"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The address as a URI: `host:port` gets `https://`, which is the only scheme the
+/// aggregator speaks.
+fn address_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("https://{address}")
+    }
+}
+
 impl Connect {
-    fn files(&self) -> TlsFiles {
-        TlsFiles {
+    fn files(&self) -> anyhow::Result<TlsFiles> {
+        let (cert, key) = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(cert), None) => (cert.clone(), cert.with_extension("key")),
+            (None, key) => {
+                let stem = operator_stem(&self.certs, self.operator.as_deref())?;
+                (
+                    self.certs.join(format!("{stem}.pem")),
+                    key.clone()
+                        .unwrap_or_else(|| self.certs.join(format!("{stem}.key"))),
+                )
+            }
+        };
+        Ok(TlsFiles {
             ca: self.ca.clone().unwrap_or_else(|| self.certs.join("ca.pem")),
-            cert: self
-                .cert
-                .clone()
-                .unwrap_or_else(|| self.certs.join("operator.pem")),
-            key: self
-                .key
-                .clone()
-                .unwrap_or_else(|| self.certs.join("operator.key")),
-        }
+            cert,
+            key,
+        })
     }
 
     /// Connects and returns a query client.
@@ -70,22 +140,22 @@ impl Connect {
 
     /// Connects and returns the channel, for any of the operator services.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        let files = self.files();
+        let files = self.files()?;
         let tls = files.load().context(
-            "cannot load the operator certificate; pass --certs DIR (or --ca/--cert/--key)",
+            "cannot load the operator certificate; pass --certs DIR (and --operator NAME for operator-NAME.pem), or --ca/--cert/--key",
         )?;
-        let host = self
-            .aggregator
-            .trim_start_matches("https://")
+        let uri = address_uri(&self.aggregator);
+        let authority = uri.split_once("://").map_or(uri.as_str(), |(_, rest)| rest);
+        let host = authority
             .rsplit_once(':')
-            .map_or(self.aggregator.as_str(), |(h, _)| h)
+            .map_or(authority, |(h, _)| h)
             .trim_matches(['[', ']'])
             .to_string();
         let server_name = self.server_name.clone().unwrap_or(host);
-        let endpoint = Endpoint::from_shared(self.aggregator.clone())
+        let endpoint = Endpoint::from_shared(uri.clone())
             .with_context(|| {
                 format!(
-                    "`{}` is not an address like https://host:7443",
+                    "`{}` is not an address like host:7443 or https://host:7443",
                     self.aggregator
                 )
             })?
@@ -108,8 +178,12 @@ impl Connect {
     }
 }
 
-/// Turns a gRPC error into a sentence for the operator.
+/// Turns a gRPC error into a sentence for the operator; "not found" becomes
+/// [`NotFound`], which has its own exit code.
 pub fn explain(status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::NotFound {
+        return NotFound(status.message().to_string()).into();
+    }
     let hint = match status.code() {
         tonic::Code::Unavailable => " (is the aggregator running and reachable?)",
         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
@@ -118,4 +192,36 @@ pub fn explain(status: tonic::Status) -> anyhow::Error {
         _ => "",
     };
     anyhow::anyhow!("{}{hint}", status.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_without_a_scheme_gets_https() {
+        assert_eq!(
+            address_uri("agg.example.net:7443"),
+            "https://agg.example.net:7443"
+        );
+        assert_eq!(address_uri("https://[::1]:7443"), "https://[::1]:7443");
+    }
+
+    #[test]
+    fn a_named_operator_certificate_is_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stem = |name: Option<&str>| operator_stem(dir.path(), name);
+        assert_eq!(stem(None).expect("default"), "operator");
+        std::fs::write(dir.path().join("operator-alice.pem"), "").expect("write");
+        assert_eq!(stem(None).expect("the only one"), "operator-alice");
+        std::fs::write(dir.path().join("operator-bob.pem"), "").expect("write");
+        let err = stem(None).expect_err("two").to_string();
+        assert!(
+            err.contains("--operator") && err.contains("operator-bob.pem"),
+            "{err}"
+        );
+        assert_eq!(stem(Some("bob")).expect("named"), "operator-bob");
+        std::fs::write(dir.path().join("operator.pem"), "").expect("write");
+        assert_eq!(stem(None).expect("operator.pem first"), "operator");
+    }
 }
