@@ -4,7 +4,7 @@
 //!
 //! Exit codes: 0 success; 2 bad usage; 3 the command failed or got no answer
 //! (unreachable aggregator, bad config, refused certificate); 4 the aggregator has no
-//! such connector or group. `check` adds 1 (warnings) and 2 (critical findings).
+//! such connector, group or silence. `check` adds 1 (warnings) and 2 (critical findings).
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -34,7 +34,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     version = connwatch_shared::version!(),
     about,
     long_about = None,
-    after_help = "Exit codes: 0 success; 1 `check` found warnings; 2 bad usage, or `check` found critical findings; 3 the command failed or the aggregator gave no answer (unreachable, certificate refused); 4 no such connector or group."
+    after_help = "Exit codes: 0 success; 1 `check` found warnings; 2 bad usage, or `check` found critical findings; 3 the command failed or the aggregator gave no answer (unreachable, certificate refused); 4 no such connector, group or silence."
 )]
 struct Cli {
     /// Log line format.

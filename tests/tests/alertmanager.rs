@@ -155,6 +155,6 @@ async fn expiring_trust_certificate_alerts_in_alertmanager_resolves_and_can_be_s
     })
     .await;
     let out = agg.cli(&pki, &["silence", "remove", &id]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("silence list"));
 }

@@ -55,11 +55,11 @@ pub struct Connect {
 /// Exit code: the command failed or the aggregator gave no answer (unreachable, a
 /// refused certificate, a broken config).
 pub const EXIT_NO_ANSWER: u8 = 3;
-/// Exit code: the aggregator answered that the connector or group asked for does not
+/// Exit code: the aggregator answered that the connector, group or silence asked for does not
 /// exist.
 pub const EXIT_NOT_FOUND: u8 = 4;
 
-/// The aggregator answered, and has no such connector or group.
+/// The aggregator answered, and has no such connector, group or silence.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NotFound(pub String);
