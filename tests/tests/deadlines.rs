@@ -1,12 +1,56 @@
-//! No peer can hold a collector forever: a port that accepts TCP and never finishes
-//! TLS (something else listening, a stopped process) costs the uplink one connect
-//! deadline, after which it retries, and it delivers as soon as a real aggregator has
-//! the port again.
+//! No peer can hold a collector or the CLI forever: a port that accepts TCP and never
+//! finishes TLS (something else listening, a stopped process) costs the uplink one
+//! connect deadline, after which it retries, and it delivers as soon as a real
+//! aggregator has the port again; the CLI gives up within its `--timeout`.
 
-use connwatch_tests::{Aggregator, Collector, Pki, eventually, stored};
+use connwatch_tests::{Aggregator, Collector, Pki, bin, eventually, stored};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// A port that accepts connections, holds them open and never says a word; accepted
+/// connections are reported on the channel.
+fn black_hole() -> (std::net::SocketAddr, mpsc::Receiver<std::net::TcpStream>) {
+    let hole = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for sock in hole.incoming().flatten() {
+            if tx.send(sock).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn check_gives_up_on_a_tls_black_hole_within_its_timeout() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let (addr, _held) = black_hole();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin("connwatch-aggregator"))
+        .args([
+            "check",
+            "--timeout",
+            "2s",
+            "--aggregator",
+            &addr.to_string(),
+            "--certs",
+        ])
+        .arg(&pki.dir)
+        .output()
+        .expect("run check");
+    let took = started.elapsed();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "no answer is exit 3: {said}");
+    assert!(
+        took < Duration::from_secs(3),
+        "gave up after {took:?}, not within 2 s + 1 s"
+    );
+    assert!(said.contains("within 2s"), "{said}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_recovers_when_a_real_aggregator_takes_the_port_from_a_black_hole() {

@@ -47,7 +47,7 @@ pub struct Connect {
     /// The name on the aggregator's certificate (default: the address's host).
     #[arg(long, env = "CONNWATCH_SERVER_NAME")]
     pub server_name: Option<String>,
-    /// Give up on a call after this long.
+    /// Give up after this long: on connecting (TCP, TLS, HTTP/2), and on each call.
     #[arg(long, default_value = "10s", value_parser = connwatch_shared::time::parse_duration)]
     pub timeout: Duration,
 }
@@ -166,7 +166,18 @@ impl Connect {
             // would make the aggregator wait for a window update every 64 KiB.
             .initial_stream_window_size(Some(OPERATOR_WINDOW))
             .initial_connection_window_size(Some(OPERATOR_WINDOW));
-        let channel = endpoint.connect().await.with_context(|| {
+        // tonic's connect timeout covers TCP only: a peer that accepts and never
+        // finishes TLS (a stopped aggregator, another program on the port) would hold
+        // the command for minutes. --timeout bounds connecting as it bounds each call.
+        let connected = tokio::time::timeout(self.timeout, endpoint.connect()).await;
+        let Ok(connected) = connected else {
+            anyhow::bail!(
+                "no answer from the aggregator at {} within {:?}: the port takes connections but the TLS handshake never completed (is the aggregator stopped or overloaded, or is something else listening there?)",
+                self.aggregator,
+                self.timeout
+            );
+        };
+        let channel = connected.with_context(|| {
             format!(
                 "cannot reach the aggregator at {}: is `connwatch-aggregator serve` running there? Check --aggregator, and the operator certificate {} (signed by {})",
                 self.aggregator,
