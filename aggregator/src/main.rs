@@ -276,10 +276,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Alerts { connect, json } => {
-            print!("{}", runtime.block_on(cli::alerts::alerts(&connect, json))?);
+            let text = runtime.block_on(cli::alerts::alerts(&connect, json))?;
+            print!("{}", connwatch_shared::render::terminal_safe(&text));
         }
         Command::Silence(cmd) => {
-            print!("{}", runtime.block_on(cli::alerts::silence(cmd))?);
+            let text = runtime.block_on(cli::alerts::silence(cmd))?;
+            print!("{}", connwatch_shared::render::terminal_safe(&text));
         }
         Command::Ca(CaCommand::Init {
             dir,

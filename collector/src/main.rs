@@ -177,7 +177,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", connwatch_shared::render::report(&report));
+                let text = connwatch_shared::render::report(&report);
+                print!("{}", connwatch_shared::render::terminal_safe(&text));
             }
             Ok(ExitCode::SUCCESS)
         }

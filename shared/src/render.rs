@@ -231,9 +231,43 @@ fn line(out: &mut String, check: &str, name: &str, result: &str, ok: bool, detai
     let _ = writeln!(out, "{check:<8} {name:<34}{mark}{result:<13} {detail}");
 }
 
+/// `text` made safe to print on a terminal: control characters that came from reports
+/// (escape sequences that retitle a window, clear the screen or move the cursor, a
+/// bell, a carriage return that hides what came before) become `\u{fffd}`. Line
+/// breaks, tabs and the colour codes the tables add themselves (`ESC[31m`, `ESC[32m`,
+/// `ESC[33m`, `ESC[0m`) are kept.
+pub fn terminal_safe(text: &str) -> String {
+    const OURS: [&str; 4] = ["\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[0m"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\x1b'
+            && let Some(ours) = OURS.iter().find(|o| rest.starts_with(**o))
+        {
+            out.push_str(ours);
+            rest = &rest[ours.len()..];
+            continue;
+        }
+        let control = c.is_control() && c != '\n' && c != '\t';
+        out.push(if control { '\u{fffd}' } else { c });
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_escape_sequences_are_neutralised_and_our_colours_kept() {
+        let hostile = "host\x1b]0;owned\x07\x1b[2J\r\u{9b}31m";
+        let safe = terminal_safe(&format!("\x1b[31mcritical\x1b[0m {hostile}\n\tnext"));
+        assert_eq!(
+            safe,
+            "\x1b[31mcritical\x1b[0m host\u{fffd}]0;owned\u{fffd}\u{fffd}[2J\u{fffd}\u{fffd}31m\n\tnext"
+        );
+    }
     use crate::wire::EndpointCheck;
 
     #[test]

@@ -241,3 +241,42 @@ async fn a_thousand_bad_messages_get_their_answers_and_break_nothing() {
     );
     agg.kill();
 }
+
+#[tokio::test]
+async fn escape_sequences_in_reports_are_neutralised_in_human_output() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let agg = Aggregator::start(root.path(), &pki, "");
+    let tls = pki.collector("hostile");
+    // A window title change, a screen clear and a bell in facts a report carries.
+    let hostile = "evil\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let mut r = connwatch_tests::report(1, 1);
+    r.host = Some(connwatch_shared::wire::HostInfo {
+        hostname: hostile.into(),
+        os_name: hostile.into(),
+        ..Default::default()
+    });
+    r.probe_errors = vec![connwatch_shared::wire::ProbeError {
+        probe: "log".into(),
+        reason: hostile.into(),
+    }];
+    connwatch_tests::send_reports(&agg, &tls, vec![r])
+        .await
+        .expect("the report is taken");
+    for args in [
+        vec!["connector", "hostile"],
+        vec!["connectors"],
+        vec!["findings"],
+        vec!["status"],
+    ] {
+        let out = agg.cli(&pki, &args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{args:?} printed a control character: {text:?}"
+        );
+    }
+    let shown = agg.cli(&pki, &["connector", "hostile"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("evil\u{fffd}]0;owned"));
+}

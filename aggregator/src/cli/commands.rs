@@ -120,6 +120,11 @@ pub enum QueryCommand {
     },
 }
 
+/// Human output carries strings from reports: printed terminal-safe.
+fn safe(text: &str) -> String {
+    connwatch_shared::render::terminal_safe(text)
+}
+
 fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -135,7 +140,7 @@ impl Output {
         if self.json {
             json(value)
         } else {
-            print!("{}", table(value));
+            print!("{}", safe(&table(value)));
             Ok(())
         }
     }
@@ -162,12 +167,12 @@ impl QueryCommand {
                     json(&s)?;
                 } else {
                     if !s.ingest_problem.is_empty() {
-                        println!("INGEST STOPPED: {}\n", s.ingest_problem);
+                        println!("INGEST STOPPED: {}\n", safe(&s.ingest_problem));
                     }
                     print!(
                         "{}\n{}",
-                        table::groups(&s.groups, colour),
-                        table::findings(&s.findings, colour)
+                        safe(&table::groups(&s.groups, colour)),
+                        safe(&table::findings(&s.findings, colour))
                     );
                     let listed = u32::try_from(s.findings.len()).unwrap_or(u32::MAX);
                     if s.findings_total > listed {
@@ -219,7 +224,10 @@ impl QueryCommand {
                 if out.json {
                     json(&list.connectors)?;
                 } else {
-                    print!("{}", table::connectors(&list.connectors, now_ms(), colour));
+                    print!(
+                        "{}",
+                        safe(&table::connectors(&list.connectors, now_ms(), colour))
+                    );
                 }
             }
             QueryCommand::Connector { id, connect, out } => {
@@ -352,7 +360,7 @@ impl QueryCommand {
                 if out.json {
                     json(&verdict)?;
                 } else {
-                    println!("{}", verdict.line());
+                    println!("{}", safe(&verdict.line()));
                 }
                 return Ok(ExitCode::from(verdict.exit_code()));
             }
