@@ -70,6 +70,16 @@ pub enum ReportError {
         /// The value.
         value: i32,
     },
+    /// A certificate time no certificate can carry (X.509 times run from 1950 to 9999).
+    #[error(
+        "field `{field}` holds {value} ms, which is no certificate's time (1950 to 9999); the collector read the certificate wrongly"
+    )]
+    AbsurdTime {
+        /// The field.
+        field: &'static str,
+        /// The value.
+        value: i64,
+    },
     /// The group name is not a valid name.
     #[error(
         "group `{0}` is not a valid group name: use 1 to 64 letters, digits, `.`, `_` or `-` in the collector's config"
@@ -90,6 +100,18 @@ fn string(field: &'static str, s: &str) -> Result<(), ReportError> {
             field,
             len: s.len(),
         });
+    }
+    Ok(())
+}
+
+/// A certificate time in milliseconds since the Unix epoch: 0 (not known) or within
+/// what X.509 can express, so a day count can never overflow or mislead.
+fn cert_time(field: &'static str, value: i64) -> Result<(), ReportError> {
+    // 1950-01-01 and 9999-12-31T23:59:59Z.
+    const EARLIEST: i64 = -631_152_000_000;
+    const LATEST: i64 = 253_402_300_799_000;
+    if value != 0 && !(EARLIEST..=LATEST).contains(&value) {
+        return Err(ReportError::AbsurdTime { field, value });
     }
     Ok(())
 }
@@ -202,6 +224,8 @@ pub fn validate_report(r: &Report, now_ms: UnixMs) -> Result<(), ReportError> {
         ] {
             string(f, s)?;
         }
+        cert_time("trust_certs.not_before_ms", c.not_before_ms)?;
+        cert_time("trust_certs.not_after_ms", c.not_after_ms)?;
     }
     for e in &r.endpoints {
         string("endpoints.name", &e.name)?;
@@ -365,6 +389,24 @@ mod tests {
                     }]
                 }),
                 "endpoints.proxy_status",
+            ),
+            (
+                Box::new(|r| {
+                    r.trust_certs = vec![wire::TrustCertificate {
+                        not_after_ms: i64::MIN,
+                        ..Default::default()
+                    }]
+                }),
+                "trust_certs.not_after_ms",
+            ),
+            (
+                Box::new(|r| {
+                    r.trust_certs = vec![wire::TrustCertificate {
+                        not_before_ms: i64::MAX,
+                        ..Default::default()
+                    }]
+                }),
+                "no certificate's time",
             ),
         ];
         for (mutate, needle) in cases {
