@@ -10,9 +10,14 @@
 //! thousands of collectors' report streams when ingest saturates the machine.
 
 use connwatch_shared::tls::{TlsError, TlsFiles};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -65,15 +70,174 @@ impl ServerTls {
 }
 
 /// A stream of connections whose TLS handshake succeeded.
-pub type Connections = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+pub type Connections<S> = ReceiverStream<Result<S, std::io::Error>>;
 
 /// Finished connections, by who is on the other end.
 #[derive(Debug)]
 pub struct Incoming {
-    /// Collectors' connections, and any whose role is not an operator's.
-    pub collectors: Connections,
-    /// Operators' connections.
-    pub operators: Connections,
+    /// Collectors' connections, and any whose role is not an operator's, each holding
+    /// its place under the connection limits until it closes.
+    pub collectors: Connections<Counted>,
+    /// Operators' connections (never limited: they are how an operator sees trouble).
+    pub operators: Connections<TlsStream<TcpStream>>,
+}
+
+/// How many connections one client certificate may hold at once. A collector needs
+/// one (two for a moment while it reconnects); a leaked key opening thousands must
+/// not take the aggregator's file descriptors from everyone else.
+pub const PER_IDENTITY: usize = 4;
+/// File descriptors kept for what is not a collector's connection: operators'
+/// connections, the store's files, the metrics listener, the sinks.
+pub const RESERVE: usize = 256;
+
+/// The places connections take under the limits: per identity, and in all.
+#[derive(Debug)]
+pub struct Limits {
+    per_identity: Mutex<HashMap<Vec<u8>, usize>>,
+    total: AtomicUsize,
+    max_total: usize,
+}
+
+impl Limits {
+    /// Limits for a process allowed `fd_limit` open files: collectors' connections in
+    /// all stay [`RESERVE`] below it, and [`PER_IDENTITY`] per certificate.
+    pub fn new(fd_limit: usize) -> Limits {
+        Limits {
+            per_identity: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            max_total: fd_limit.saturating_sub(RESERVE).max(1),
+        }
+    }
+
+    /// Limits from this process's open-file limit (its soft `RLIMIT_NOFILE`).
+    pub fn from_process() -> Limits {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(1 << 20);
+        Limits::new(limit)
+    }
+
+    /// Takes a place for a connection of `identity`, or says which limit refuses it.
+    fn take(self: &Arc<Self>, identity: Vec<u8>) -> Result<Slot, &'static str> {
+        let mut per = self.per_identity.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Relaxed) >= self.max_total {
+            return Err("the aggregator's connection limit");
+        }
+        let held = per.entry(identity.clone()).or_insert(0);
+        if *held >= PER_IDENTITY {
+            return Err("the limit of connections per certificate");
+        }
+        *held += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            limits: self.clone(),
+            identity,
+        })
+    }
+}
+
+/// A connection's place under the [`Limits`], given back when it is dropped.
+#[derive(Debug)]
+struct Slot {
+    limits: Arc<Limits>,
+    identity: Vec<u8>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per = self
+            .limits
+            .per_identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = per.get_mut(&self.identity) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                per.remove(&self.identity);
+            }
+        }
+        self.limits.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A collector's connection holding its place under the limits until it closes.
+#[derive(Debug)]
+pub struct Counted {
+    stream: TlsStream<TcpStream>,
+    _slot: Slot,
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The identity URI in the client's certificate (`connwatch://<role>/<name>`), as
+/// bytes found in its DER, or the whole certificate where none is found; only a key
+/// for counting, since every call's identity is still checked from the parsed one.
+fn identity_key(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    const PREFIX: &[u8] = b"connwatch://";
+    let Some(leaf) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+    else {
+        return Vec::new();
+    };
+    let der = leaf.as_ref();
+    let Some(at) = der.windows(PREFIX.len()).position(|w| w == PREFIX) else {
+        return der.to_vec();
+    };
+    der[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || b"./:_-".contains(b))
+        .copied()
+        .collect()
 }
 
 /// The identity SAN of an operator certificate starts with this.
@@ -119,7 +283,16 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections on `listener` until `stop`, yielding each one whose handshake
 /// succeeded, sorted by role. Failed handshakes (wrong CA, expired certificate, no
 /// certificate) are logged at debug level and dropped: the client sees the TLS alert.
-pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationToken) -> Incoming {
+/// Collectors' connections beyond the [`Limits`] are closed at once (logged at warn at
+/// most once a minute per limit), so a leaked key or a misbehaving client cannot take
+/// the aggregator's file descriptors; operators' connections are never limited.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    limits: Arc<Limits>,
+    stop: CancellationToken,
+) -> Incoming {
+    let last_warned: Arc<Mutex<Option<std::time::Instant>>> = Arc::new(Mutex::new(None));
     let (tx, rx) = mpsc::channel(64);
     let (op_tx, op_rx) = mpsc::channel(8);
     tokio::spawn(async move {
@@ -143,13 +316,33 @@ pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationTo
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             let op_tx = op_tx.clone();
+            let limits = limits.clone();
+            let last_warned = last_warned.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) if is_operator(&stream) => {
                         let _ = op_tx.send(Ok(stream)).await;
                     }
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let identity = identity_key(&stream);
+                        match limits.take(identity) {
+                            Ok(slot) => {
+                                let _ = tx
+                                    .send(Ok(Counted {
+                                        stream,
+                                        _slot: slot,
+                                    }))
+                                    .await;
+                            }
+                            Err(limit) => {
+                                let mut last =
+                                    last_warned.lock().unwrap_or_else(|p| p.into_inner());
+                                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                                    *last = Some(std::time::Instant::now());
+                                    tracing::warn!(%peer, limit, "connection refused: over {limit} (further refusals for a minute are not logged)");
+                                }
+                            }
+                        }
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -160,5 +353,44 @@ pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, stop: CancellationTo
     Incoming {
         collectors: ReceiverStream::new(rx),
         operators: ReceiverStream::new(op_rx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_limited_per_certificate_and_in_all_and_given_back() {
+        let limits = Arc::new(Limits::new(RESERVE + PER_IDENTITY + 1));
+        let a: Vec<Slot> = (0..PER_IDENTITY)
+            .map(|_| {
+                limits
+                    .take(b"connwatch://collector/a".to_vec())
+                    .expect("a place")
+            })
+            .collect();
+        assert_eq!(
+            limits.take(b"connwatch://collector/a".to_vec()).err(),
+            Some("the limit of connections per certificate")
+        );
+        let b = limits
+            .take(b"connwatch://collector/b".to_vec())
+            .expect("b's place");
+        assert_eq!(
+            limits.take(b"connwatch://collector/c".to_vec()).err(),
+            Some("the aggregator's connection limit")
+        );
+        drop(b);
+        drop(a);
+        assert_eq!(limits.total.load(Ordering::Relaxed), 0);
+        assert!(
+            limits
+                .per_identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        );
+        assert!(limits.take(b"connwatch://collector/c".to_vec()).is_ok());
     }
 }

@@ -230,7 +230,8 @@ pub async fn serve(
     ready(addr);
 
     let reloader = tokio::spawn(reload_on(reload, tls.clone(), shutdown.clone()));
-    let incoming = listener::incoming(listener, tls, shutdown.clone());
+    let limits = Arc::new(listener::Limits::from_process());
+    let incoming = listener::incoming(listener, tls, limits, shutdown.clone());
     // Operators' connections get the same services on a runtime of their own: with
     // the workers busy with report streams, a query would otherwise wait its turn
     // behind them (status p99 12-27 ms at half of ingest saturation, against 5). Its

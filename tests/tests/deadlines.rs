@@ -3,6 +3,7 @@
 //! connect deadline, after which it retries, and it delivers as soon as a real
 //! aggregator has the port again; the CLI gives up within its `--timeout`.
 
+use connwatch_shared::tls::TlsFiles;
 use connwatch_tests::{Aggregator, Collector, Pki, bin, eventually, stored};
 use std::net::TcpListener;
 use std::sync::mpsc;
@@ -97,4 +98,94 @@ async fn a_collector_recovers_when_a_real_aggregator_takes_the_port_from_a_black
     )
     .await;
     assert!(!delivered.is_empty());
+}
+
+/// A raw mutual-TLS connection with `files`' certificate that finishes the handshake
+/// and then sends nothing, not even HTTP/2's preface.
+async fn idle_tls(
+    addr: &str,
+    files: &TlsFiles,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let read = |p: &std::path::Path| std::fs::read(p);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut read(&files.ca)?.as_slice()) {
+        roots.add(c?)?;
+    }
+    let chain =
+        rustls_pemfile::certs(&mut read(&files.cert)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut read(&files.key)?.as_slice())?
+        .ok_or_else(|| anyhow::anyhow!("no key"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    Ok(
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?,
+    )
+}
+
+/// The aggregator process's open file descriptors.
+fn open_fds(agg: &Aggregator) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", agg.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_holding_a_thousand_idle_connections_wedges_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::init(root.path());
+    let agg = Aggregator::start(root.path(), &pki, "");
+    let addr = agg.url().trim_start_matches("https://").to_string();
+    let leaked = pki.collector("leaked");
+    let before = open_fds(&agg);
+
+    // A leaked key opens a thousand connections that finish TLS and say nothing.
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(c) = idle_tls(&addr, &leaked).await {
+            held.push(c);
+        }
+    }
+    // The aggregator keeps a few of them, not a thousand descriptors.
+    let kept = eventually(
+        Duration::from_secs(10),
+        "the aggregator to close what is over the limit",
+        || async {
+            let fds = open_fds(&agg);
+            (fds < before + 20).then_some(fds)
+        },
+    )
+    .await;
+    assert!(
+        kept < before + 20,
+        "{kept} descriptors open, {before} before"
+    );
+
+    // Another collector still gets its reports acked, and status answers at once.
+    let tls = pki.collector("honest");
+    let _collector = Collector::start(root.path(), &agg, &tls, "");
+    eventually(Duration::from_secs(15), "honest's reports", || async {
+        Some(stored(&agg, &pki, "honest")).filter(|s| !s.is_empty())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let status = agg.cli(&pki, &["status", "--timeout", "1s"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "status took {:?}",
+        started.elapsed()
+    );
+    drop(held);
 }
