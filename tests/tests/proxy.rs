@@ -69,11 +69,20 @@ fn plain_http_server() -> std::net::SocketAddr {
     std::thread::spawn(move || {
         for sock in listener.incoming() {
             let Ok(mut sock) = sock else { continue };
+            // The whole request head first: closing on a proxy still sending it would
+            // reset the connection, and the proxy would answer 503 for the host.
+            let mut head = Vec::new();
             let mut buf = [0u8; 2048];
-            let _ = sock.read(&mut buf);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = sock.write_all(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
+            let _ = sock.shutdown(std::net::Shutdown::Write);
         }
     });
     addr
