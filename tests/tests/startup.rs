@@ -12,6 +12,8 @@ use std::time::Duration;
 
 const FLEET: usize = 6;
 const WAIT: Duration = Duration::from_secs(30);
+/// The start-up grace of the first two tests.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// A declared group `test`, alerts evaluated every 100 ms and `/metrics` on; `rules`
 /// are keys of `[rules]`.
@@ -101,6 +103,8 @@ async fn a_healthy_fleet_starting_after_its_aggregator_raises_no_alert() {
     let root = tempfile::tempdir().expect("tempdir");
     let pki = Pki::init(root.path());
     let agg = Aggregator::start(root.path(), &pki, &config("startup_grace = \"5s\""));
+    // The grace began before `start` returned, so it is over by then.
+    let grace_over = tokio::time::Instant::now() + GRACE;
     settle(&agg, 5).await;
     assert_eq!(
         group_row(&agg, &pki),
@@ -116,8 +120,9 @@ async fn a_healthy_fleet_starting_after_its_aggregator_raises_no_alert() {
     .await;
     settle(&agg, 5).await;
     assert_quiet(&agg, &pki, "while the fleet came up");
-    // Outlive the 5 s grace (a real span of the aggregator's clock), then look again.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Outlive the grace (a real span of the aggregator's clock; what is left of it
+    // once the fleet is up), then look again.
+    tokio::time::sleep_until(grace_over).await;
     settle(&agg, 5).await;
     assert_eq!(active_since(&agg, &pki, 0), FLEET);
     assert_quiet(&agg, &pki, "after the start-up grace");
@@ -133,10 +138,20 @@ async fn a_healthy_fleet_whose_aggregator_starts_last_raises_no_alert() {
     agg.terminate();
     std::fs::remove_dir_all(root.path().join("data")).expect("drop the store");
     std::fs::remove_file(root.path().join("aggregator.log")).expect("drop the log");
-    let _fleet = start_fleet(root.path(), &agg, &pki);
-    // Long enough for every collector to fail a few connections and back off.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fleet = start_fleet(root.path(), &agg, &pki);
+    eventually(
+        WAIT,
+        "every collector to fail to connect and back off",
+        || async {
+            fleet
+                .iter()
+                .all(|c| c.log().contains("uplink down"))
+                .then_some(())
+        },
+    )
+    .await;
     agg.restart();
+    let grace_over = tokio::time::Instant::now() + GRACE;
 
     eventually(WAIT, "the whole fleet active", || async {
         (active_since(&agg, &pki, 0) == FLEET).then_some(())
@@ -144,8 +159,9 @@ async fn a_healthy_fleet_whose_aggregator_starts_last_raises_no_alert() {
     .await;
     settle(&agg, 5).await;
     assert_quiet(&agg, &pki, "while the collectors reconnected");
-    // Outlive the 5 s grace (a real span of the aggregator's clock), then look again.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Outlive the grace (a real span of the aggregator's clock; what is left of it
+    // once the fleet is up), then look again.
+    tokio::time::sleep_until(grace_over).await;
     settle(&agg, 5).await;
     assert_eq!(active_since(&agg, &pki, 0), FLEET);
     assert_quiet(&agg, &pki, "after the start-up grace");
