@@ -217,15 +217,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_running_child_is_found_and_a_killed_one_is_not() {
-        let mut child = std::process::Command::new("sleep")
+    /// A `sleep` child and a folder whose `svc.pid` names it.
+    fn sleeping_child_with_pid_file() -> (std::process::Child, tempfile::TempDir) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("spawn sleep");
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("svc.pid"), child.id().to_string()).expect("write");
+        (child, dir)
+    }
+
+    #[test]
+    fn a_running_child_is_found_and_a_killed_one_is_not() {
+        let (mut child, dir) = sleeping_child_with_pid_file();
         let pid_file = dir.path().join("svc.pid");
-        std::fs::write(&pid_file, child.id().to_string()).expect("write");
         let mut sys = System::new();
         let by_pid = status_of(&config("sleep", Some(pid_file.clone())), &mut sys).expect("status");
         assert_eq!(by_pid.state, ServiceState::Running as i32);
@@ -242,13 +248,8 @@ mod tests {
 
     #[test]
     fn a_stale_pid_file_naming_another_process_is_not_running() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn sleep");
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, dir) = sleeping_child_with_pid_file();
         let pid_file = dir.path().join("svc.pid");
-        std::fs::write(&pid_file, child.id().to_string()).expect("write");
         let mut sys = System::new();
         // The pid is alive, but it is `sleep`, not the service.
         let other = status_of(&config("WAPCSvc", Some(pid_file.clone())), &mut sys);
