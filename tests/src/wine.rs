@@ -358,6 +358,25 @@ impl WineHost {
         }
     }
 
+    /// Stops service `name` and waits until the service manager says it has stopped
+    /// (`sc stop` only asks): Wine loses a deletion asked for while a stop is pending.
+    pub fn stop_service(&self, name: &str) {
+        self.ok(&["sc", "stop", name]);
+        let started = std::time::Instant::now();
+        loop {
+            let out = self.run(&["sc", "query", name]);
+            if String::from_utf8_lossy(&out.stdout).contains("STOPPED") {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{name} did not stop: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Registers a stand-in service under `name` (automatic start) and starts it.
     pub fn add_service(&self, name: &str) {
         let command = format!("C:\\connwatch-test\\fake-service.exe {name}");

@@ -258,7 +258,7 @@ async fn a_current_host_is_healthy_on_the_defaults_and_each_fault_shows() {
     };
 
     // The connector service stopped, then started again.
-    host.ok(&["sc", "stop", "WAPCSvc"]);
+    host.stop_service("WAPCSvc");
     seen("service-not-running", true).await;
     host.ok(&["sc", "start", "WAPCSvc"]);
     seen("service-not-running", false).await;
@@ -270,7 +270,7 @@ async fn a_current_host_is_healthy_on_the_defaults_and_each_fault_shows() {
         "--disable",
         "WAPCUpdaterSvc",
     ]);
-    host.ok(&["sc", "stop", "WAPCUpdaterSvc"]);
+    host.stop_service("WAPCUpdaterSvc");
     seen("updater-not-running", true).await;
     // Then removed altogether: still the updater's finding, now as not installed.
     host.ok(&["sc", "delete", "WAPCUpdaterSvc"]);
